@@ -1,0 +1,103 @@
+"""Authorization: which tenants a principal may read and write. The only producer of AccessibleTenantId."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from msp_platform.auth.principal import Principal
+from msp_platform.auth.scopes import Role
+from msp_platform.authz.types import AccessibleTenantId, TenantContext
+from msp_platform.kit.errors import NotFound
+from msp_platform.models.staff import StaffGrant
+from msp_platform.models.tenant import Tenant, TenantStatus
+
+TENANT_HEADER = "MSP-Tenant"
+
+
+class AuthzRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def tenant_by_ref(self, ref: str) -> Tenant | None:
+        try:
+            as_id = uuid.UUID(ref)
+        except ValueError:
+            found: Tenant | None = await self.session.scalar(select(Tenant).where(Tenant.slug == ref.lower()))
+            return found
+        return await self.session.get(Tenant, as_id)
+
+    async def open_tenants(self) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+        rows = await self.session.execute(
+            select(Tenant.id, Tenant.parent_id).where(Tenant.status != TenantStatus.offboarded)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def grants(self, staff_id: uuid.UUID) -> list[tuple[uuid.UUID, bool]]:
+        rows = await self.session.execute(
+            select(StaffGrant.tenant_id, StaffGrant.include_children).where(StaffGrant.staff_id == staff_id)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+
+async def staff_tenants(session: AsyncSession, principal: Principal) -> frozenset[uuid.UUID]:
+    """Tenants a staff member may act on: every open tenant for MSP admins; granted ones (and, where the grant
+    says so, their descendants) for agents."""
+    repo = AuthzRepository(session)
+    tenants = await repo.open_tenants()
+    if principal.role is Role.msp_admin:
+        return frozenset(t for t, _ in tenants)
+    assert principal.staff_id is not None
+    children: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for tenant_id, parent_id in tenants:
+        if parent_id is not None:
+            children.setdefault(parent_id, []).append(tenant_id)
+    open_ids = {t for t, _ in tenants}
+    result: set[uuid.UUID] = set()
+    for tenant_id, include_children in await repo.grants(principal.staff_id):
+        stack = [tenant_id]
+        while stack:
+            current = stack.pop()
+            if current in result or current not in open_ids:
+                continue
+            result.add(current)
+            if include_children:
+                stack.extend(children.get(current, ()))
+    return frozenset(result)
+
+
+async def resolve_tenant_context(
+    session: AsyncSession, principal: Principal, tenant_header: str | None
+) -> TenantContext | None:
+    """The tenant context of a request.
+
+    Tenant-bound callers (users, integration clients) get their token's tenant; naming another one is a 404.
+    Staff name a tenant with ``MSP-Tenant``; a tenant they are not granted is a 404 (never 403: that would
+    confirm it exists). Staff without the header get a read-only view over all their tenants.
+    """
+    if principal.tenant_id is not None:
+        own = AccessibleTenantId(principal.tenant_id)
+        if tenant_header:
+            tenant = await AuthzRepository(session).tenant_by_ref(tenant_header.strip())
+            if tenant is None or tenant.id != own:
+                raise NotFound(f"Tenant {tenant_header!r} not found.")
+        return TenantContext.single(own)
+    if not principal.is_staff:
+        return None
+    allowed = staff_tenants(session, principal)
+    readable = frozenset(AccessibleTenantId(t) for t in await allowed)
+    if tenant_header:
+        tenant = await AuthzRepository(session).tenant_by_ref(tenant_header.strip())
+        if tenant is None or tenant.id not in readable:
+            raise NotFound(f"Tenant {tenant_header!r} not found.")
+        chosen = AccessibleTenantId(tenant.id)
+        # Write access to one tenant, read access to that tenant only: a request is about one tenant.
+        return TenantContext.single(chosen)
+    return TenantContext(tenant_id=None, readable=readable)
+
+
+def system_tenant_context(tenant_id: uuid.UUID) -> TenantContext:
+    """For background jobs: the job's message names the tenant it was enqueued for by an authorized request."""
+    return TenantContext.single(AccessibleTenantId(tenant_id))
