@@ -1,0 +1,3 @@
+from msp_platform.cli import main
+
+main()

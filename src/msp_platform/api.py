@@ -1,0 +1,9 @@
+"""Every domain controller under /api/v1, in one list the app factory mounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msp_platform.identity.endpoints import ClientController, StaffController
+
+API_CONTROLLERS: list[Any] = [ClientController, StaffController]

@@ -1,0 +1,216 @@
+"""The API contract every route shares: authentication by default, problem+json errors, request ids."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from litestar import get
+from tests.conftest import Factory, base_settings, serving
+
+from msp_platform.app import create_app
+
+# Routes anyone may call. Every other operation in the OpenAPI document must refuse an anonymous caller.
+PUBLIC_OPERATIONS = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/problems"),
+    ("GET", "/problems/{slug}"),
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/introspect"),
+    ("POST", "/oauth/revoke"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("POST", "/api/v1/auth/sign-in"),
+}
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "00000000-0000-7000-8000-000000000000", path)
+
+
+async def test_every_operation_refuses_anonymous_callers(client: AsyncClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert schema["openapi"].startswith("3.1")
+    operations = {
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
+    assert operations >= PUBLIC_OPERATIONS
+    protected = sorted(operations - PUBLIC_OPERATIONS)
+    assert len(protected) >= 10
+    for method, path in protected:
+        response = await client.request(
+            method, _concrete(path), json={} if method in {"POST", "PATCH", "PUT"} else None
+        )
+        assert response.status_code == 401, (method, path, response.status_code, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_every_operation_documents_its_problem_responses(client: AsyncClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            responses = operation["responses"]
+            assert "500" in responses, (method, path)
+            if (method.upper(), path) not in PUBLIC_OPERATIONS:
+                assert {"401", "403", "429"} <= set(responses), (method, path)
+                assert "application/problem+json" in responses["401"]["content"]
+
+
+async def test_the_docs_uis_are_served(client: AsyncClient) -> None:
+    for path in ("/schema/scalar", "/schema/swagger"):
+        response = await client.get(path)
+        assert response.status_code == 200
+        assert "text/html" in response.headers["content-type"]
+
+
+class TestProblems:
+    async def test_unknown_path(self, client: AsyncClient) -> None:
+        response = await client.get("/no/such/thing")
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body == {
+            "type": "/problems/not-found",
+            "title": "Not found",
+            "status": 404,
+            "detail": "No resource at this path.",
+            "instance": "/no/such/thing",
+            "request_id": response.headers["x-request-id"],
+        }
+
+    async def test_method_not_allowed(self, client: AsyncClient) -> None:
+        response = await client.delete("/healthz")
+        assert response.status_code == 405
+        assert "GET" in response.headers["allow"]
+        assert response.json()["type"] == "/problems/method-not-allowed"
+
+    async def test_problem_types_are_documented(self, client: AsyncClient) -> None:
+        catalog = (await client.get("/problems")).json()
+        slugs = {entry["type"] for entry in catalog}
+        assert {"/problems/not-found", "/problems/validation-error", "/problems/unauthorized"} <= slugs
+        one = await client.get("/problems/validation-error")
+        assert one.json()["status"] == 422
+        assert (await client.get("/problems/nope")).status_code == 404
+
+    async def test_validation_errors_name_the_fields(self, factory: Factory, client: AsyncClient) -> None:
+        tenant = await factory.tenant()
+        admin = await factory.user(tenant, role="tenant_admin")
+        headers = await factory.headers(admin)
+        wrong_type = await client.post("/api/v1/clients", json={"name": 42}, headers=headers)
+        assert wrong_type.status_code == 422, wrong_type.text
+        body = wrong_type.json()
+        assert body["type"] == "/problems/validation-error"
+        assert any("name" in e["field"] or "name" in e["message"] for e in body["errors"]), body
+
+    async def test_unknown_fields_are_refused(self, factory: Factory, client: AsyncClient) -> None:
+        tenant = await factory.tenant()
+        admin = await factory.user(tenant, role="tenant_admin")
+        response = await client.post(
+            "/api/v1/clients",
+            json={"name": "x", "tenant_id": "00000000-0000-7000-8000-000000000000"},
+            headers=await factory.headers(admin),
+        )
+        assert response.status_code == 422
+        assert "tenant_id" in response.text
+
+    async def test_malformed_json(self, factory: Factory, client: AsyncClient) -> None:
+        tenant = await factory.tenant()
+        admin = await factory.user(tenant, role="tenant_admin")
+        response = await client.post(
+            "/api/v1/clients",
+            content=b'{"name": ',
+            headers={**await factory.headers(admin), "content-type": "application/json"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["type"] == "/problems/bad-request"
+
+    async def test_oversize_body(self, factory: Factory, client: AsyncClient) -> None:
+        tenant = await factory.tenant()
+        admin = await factory.user(tenant, role="tenant_admin")
+        response = await client.post(
+            "/api/v1/clients",
+            content=b'{"name": "' + b"x" * 2_000_000 + b'"}',
+            headers={**await factory.headers(admin), "content-type": "application/json"},
+        )
+        assert response.status_code == 413
+        assert response.json()["type"] == "/problems/payload-too-large"
+
+    async def test_request_ids(self, client: AsyncClient) -> None:
+        generated = await client.get("/healthz")
+        assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+        echoed = await client.get("/healthz", headers={"X-Request-ID": "gateway-trace-0001"})
+        assert echoed.headers["x-request-id"] == "gateway-trace-0001"
+        refused = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+        assert refused.headers["x-request-id"] != "bad id with spaces"
+
+
+@pytest.fixture
+async def crashing_client(tmp_path: Path) -> AsyncIterator[AsyncClient]:
+    settings = base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    from msp_platform.db import migrate
+
+    await migrate.upgrade(settings)
+    app = create_app(settings)
+
+    @get("/boom", opt={"public": True})
+    async def boom() -> dict[str, Any]:
+        raise RuntimeError("secret internal detail")
+
+    app.register(boom)
+    async with serving(app) as http:
+        yield http
+
+
+async def test_unexpected_errors_are_opaque_500_problems(crashing_client: AsyncClient) -> None:
+    response = await crashing_client.get("/boom")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["type"] == "/problems/internal-error"
+    assert "secret internal detail" not in response.text
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_readiness_fails_when_the_broker_is_unreachable(tmp_path: Path) -> None:
+    settings = base_settings(
+        tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}", broker_url="redis://127.0.0.1:1/0"
+    )
+    from msp_platform.db import migrate
+
+    await migrate.upgrade(settings)
+    async with serving(create_app(settings)) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("failed")
+
+
+async def test_readiness_fails_when_the_schema_is_behind(tmp_path: Path) -> None:
+    settings = base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    from msp_platform.db import migrate
+
+    await migrate.upgrade(settings)
+    app = create_app(settings)
+    async with serving(app) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        # As if the code had been deployed before its migration ran.
+        from sqlalchemy import text
+
+        from msp_platform.state import services_of
+
+        async with services_of(app).db.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0000_previous'"))
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert "msp db upgrade" in response.json()["checks"]["database"]
