@@ -212,7 +212,7 @@ class Factory:
             name=name or slug.replace("-", " ").title(),
             status=TenantStatus(status),
             parent_id=parent.id if parent else None,
-            ticket_prefix=slug[:4].upper().replace("-", ""),
+            ticket_prefix="T" + uuid.uuid4().hex[:7].upper(),
             timezone="America/New_York",
         )
         async with self.db.dangerously_unscoped_session() as session:

@@ -5,5 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from msp_platform.identity.endpoints import ClientController, StaffController
+from msp_platform.sites.endpoints import SiteController
 
-API_CONTROLLERS: list[Any] = [ClientController, StaffController]
+API_CONTROLLERS: list[Any] = [ClientController, StaffController, SiteController]

@@ -29,10 +29,13 @@ class AuthzRepository:
             return found
         return await self.session.get(Tenant, as_id)
 
-    async def open_tenants(self) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
-        rows = await self.session.execute(
-            select(Tenant.id, Tenant.parent_id).where(Tenant.status != TenantStatus.offboarded)
-        )
+    async def open_tenants(
+        self, *, include_offboarded: bool = False
+    ) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+        stmt = select(Tenant.id, Tenant.parent_id)
+        if not include_offboarded:
+            stmt = stmt.where(Tenant.status != TenantStatus.offboarded)
+        rows = await self.session.execute(stmt)
         return [(r[0], r[1]) for r in rows]
 
     async def grants(self, staff_id: uuid.UUID) -> list[tuple[uuid.UUID, bool]]:
@@ -42,11 +45,14 @@ class AuthzRepository:
         return [(r[0], r[1]) for r in rows]
 
 
-async def staff_tenants(session: AsyncSession, principal: Principal) -> frozenset[uuid.UUID]:
+async def staff_tenants(
+    session: AsyncSession, principal: Principal, *, include_offboarded: bool = False
+) -> frozenset[uuid.UUID]:
     """Tenants a staff member may act on: every open tenant for MSP admins; granted ones (and, where the grant
-    says so, their descendants) for agents."""
+    says so, their descendants) for agents. Offboarded tenants only when asked (their data is kept, but
+    day-to-day work does not see them)."""
     repo = AuthzRepository(session)
-    tenants = await repo.open_tenants()
+    tenants = await repo.open_tenants(include_offboarded=include_offboarded)
     if principal.role is Role.msp_admin:
         return frozenset(t for t, _ in tenants)
     assert principal.staff_id is not None
@@ -101,3 +107,40 @@ async def resolve_tenant_context(
 def system_tenant_context(tenant_id: uuid.UUID) -> TenantContext:
     """For background jobs: the job's message names the tenant it was enqueued for by an authorized request."""
     return TenantContext.single(AccessibleTenantId(tenant_id))
+
+
+async def bind_tenant(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID
+) -> AccessibleTenantId:
+    """Act on one tenant named in the path (the tenants API): check access, then bind the session to it.
+
+    MSP admins reach every tenant, agents their granted ones, tenant principals only their own; anything
+    else is a 404. The session's writes (and their audit events) then go to that tenant.
+    """
+    from msp_platform.db.session import set_tenant_context
+
+    if principal.tenant_id is not None:
+        allowed = tenant_id == principal.tenant_id
+    elif principal.is_staff:
+        allowed = tenant_id in await staff_tenants(session, principal, include_offboarded=True)
+    else:
+        allowed = False
+    if not allowed:
+        raise NotFound(f"Tenant {tenant_id} not found.")
+    accessible = AccessibleTenantId(tenant_id)
+    await set_tenant_context(session, TenantContext.single(accessible))
+    return accessible
+
+
+async def bind_new_tenant(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID
+) -> AccessibleTenantId:
+    """An MSP admin just created this tenant: its first writes (and audit events) belong to it."""
+    from msp_platform.auth.scopes import Role
+    from msp_platform.db.session import set_tenant_context
+
+    if principal.role is not Role.msp_admin:
+        raise NotFound("Only MSP administrators create tenants.")
+    accessible = AccessibleTenantId(tenant_id)
+    await set_tenant_context(session, TenantContext.single(accessible))
+    return accessible

@@ -104,6 +104,8 @@ class Database:
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    import msp_platform.audit.service  # noqa: F401  (registers audit capture on every session)
+
     return async_sessionmaker(
         engine, expire_on_commit=False, sync_session_class=TenantSession, autoflush=True
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+APPEND_ONLY_TABLES = ("audit_events", "platform_audit_events")
 WRITE_TENANT = "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
 READ_TENANTS = "string_to_array(NULLIF(current_setting('app.tenant_ids', true), ''), ',')::uuid[]"
 
@@ -52,3 +53,7 @@ def ensure_app_role(connection: Any, role: str) -> None:
     )
     connection.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}"))
     connection.execute(text(f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {quoted}"))
+    # The audit log is append-only for the application (the hash chain catches the owner).
+    for table in APPEND_ONLY_TABLES:
+        if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
+            connection.execute(text(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {quoted}"))

@@ -17,6 +17,7 @@ from litestar.serialization import get_serializer
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from msp_platform.audit.service import set_actor
 from msp_platform.auth.principal import Principal
 from msp_platform.authz.types import TenantContext
 from msp_platform.db.engine import SQLITE_BEGIN_OPTION
@@ -55,6 +56,8 @@ async def provide_db_session(request: Request[Any, Any, Any]) -> AsyncGenerator[
     services = services_of(request.app)
     session = services.db.session()
     session.info[CTX_KEY] = tenant_context_of(request)
+    caller = principal_of(request)
+    set_actor(session, caller.key if caller else "anonymous")
     claim: idempotency.IdempotencyClaim | None = None
     try:
         if request.method in READ_METHODS and services.db.dialect == "sqlite":

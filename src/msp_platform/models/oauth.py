@@ -19,6 +19,7 @@ class OAuthClient(Timestamped, Base):
     it is 256 random bits, so a slow hash adds nothing but latency."""
 
     __tablename__ = "oauth_clients"
+    __audit_exclude__ = frozenset({"last_used_at"})
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     client_id: Mapped[str] = mapped_column(String(64), unique=True)

@@ -20,6 +20,7 @@ class StaffMember(Timestamped, Base):
     """MSP staff: not bound to a tenant; they act on tenants through grants (``staff_grants``)."""
 
     __tablename__ = "staff_members"
+    __audit_exclude__ = frozenset({"last_sign_in_at"})
     __table_args__ = (CheckConstraint("tier IS NULL OR tier BETWEEN 1 AND 3", name="tier_range"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -21,6 +21,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
+from msp_platform.audit.service import set_actor
 from msp_platform.authz.service import system_tenant_context
 from msp_platform.config import BrokerKind, Settings
 from msp_platform.db.engine import Database
@@ -118,6 +119,7 @@ async def run_job(runtime: WorkerRuntime, spec: ActorSpec, kwargs: dict[str, Any
     message = CurrentMessage.get_current_message()
     session = db.session()
     session.info[CTX_KEY] = system_tenant_context(tenant_id) if tenant_id else None
+    set_actor(session, f"job:{spec.name}")
     try:
         ctx = JobContext(
             session=session,

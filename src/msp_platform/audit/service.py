@@ -1,0 +1,310 @@
+"""The audit log: every change to an audited row becomes an append-only, hash-chained event.
+
+Capture is automatic, so no service can forget it: after each flush the session records, for every audited
+object it inserted, updated or deleted, the fields that changed (before/after). Just before the commit the
+recorded events are appended to their chain (one per tenant, plus ``platform``) under a row lock on the
+chain head, each event's hash covering its content and the previous hash. Editing or deleting a stored
+event breaks the chain, which ``verify_chain`` (``msp audit verify``) detects.
+
+Services may name the action (``label(session, obj, "suspended")`` gives ``tenant.suspended`` instead of
+``tenant.updated``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import Session, UOWTransaction
+
+from msp_platform.db.session import CTX_KEY, TenantSession
+from msp_platform.kit.logging import request_id_var
+from msp_platform.kit.time import utcnow
+from msp_platform.models.audit import AuditChain, AuditEvent, PlatformAuditEvent
+from msp_platform.models.oauth import OAuthClient
+from msp_platform.models.staff import StaffGrant, StaffMember
+from msp_platform.models.tenant import Tenant
+
+PENDING = "audit_pending"
+LABELS = "audit_labels"
+ACTOR = "actor"
+PLATFORM_CHAIN = "platform"
+GENESIS = "0" * 64
+
+# Audited platform tables; every tenant-owned table is audited unless it opts out.
+_PLATFORM_AUDITED: dict[type[Any], str] = {
+    Tenant: "tenant",
+    StaffMember: "staff",
+    StaffGrant: "staff_grant",
+    OAuthClient: "client",
+}
+_NOT_AUDITED = (AuditEvent, PlatformAuditEvent, AuditChain)
+_ALWAYS_EXCLUDED = frozenset({"created_at", "updated_at", "secret_hash", "password_hash"})
+
+
+@dataclass
+class PendingEvent:
+    chain: str
+    tenant_id: uuid.UUID | None
+    occurred_at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    changes: dict[str, Any]
+    request_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def object_type_of(cls: type[Any]) -> str | None:
+    if issubclass(cls, _NOT_AUDITED):
+        return None
+    explicit = getattr(cls, "__audit_type__", None)
+    if explicit:
+        return str(explicit)
+    if cls in _PLATFORM_AUDITED:
+        return _PLATFORM_AUDITED[cls]
+    if getattr(cls, "__tenant_owned__", False):
+        table = str(cls.__tablename__)
+        return table[:-1] if table.endswith("s") else table
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | float):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return str(value)
+
+
+def _chain_of(obj: Any) -> tuple[str, uuid.UUID | None]:
+    if isinstance(obj, Tenant):
+        return str(obj.id), obj.id
+    tenant_id = getattr(obj, "tenant_id", None)
+    if isinstance(obj, StaffGrant) or tenant_id is None:
+        return PLATFORM_CHAIN, None
+    return str(tenant_id), tenant_id
+
+
+def label(session: Session | Any, obj: Any, verb: str) -> None:
+    """Name the action of the next recorded change of ``obj`` (e.g. ``suspended``)."""
+    target = session.sync_session if hasattr(session, "sync_session") else session
+    target.info.setdefault(LABELS, {})[id(obj)] = verb
+
+
+def set_actor(session: Session | Any, actor: str) -> None:
+    target = session.sync_session if hasattr(session, "sync_session") else session
+    target.info[ACTOR] = actor
+
+
+def _record(session: Session, obj: Any, verb: str, changes: dict[str, Any]) -> None:
+    object_type = object_type_of(type(obj))
+    if object_type is None:
+        return
+    labels: dict[int, str] = session.info.get(LABELS, {})
+    verb = labels.pop(id(obj), verb)
+    chain, tenant_id = _chain_of(obj)
+    ident = getattr(obj, "id", None) or getattr(obj, "client_id", None)
+    session.info.setdefault(PENDING, []).append(
+        PendingEvent(
+            chain=chain,
+            tenant_id=tenant_id,
+            occurred_at=utcnow(),
+            actor=str(session.info.get(ACTOR) or "system"),
+            action=f"{object_type}.{verb}",
+            object_type=object_type,
+            object_id=str(ident),
+            changes=changes,
+            request_id=request_id_var.get(),
+        )
+    )
+
+
+def _excluded(cls: type[Any]) -> frozenset[str]:
+    return _ALWAYS_EXCLUDED | frozenset(getattr(cls, "__audit_exclude__", frozenset()))
+
+
+@event.listens_for(TenantSession, "after_flush")
+def _capture(session: Session, _: UOWTransaction) -> None:
+    for obj in session.new:
+        if object_type_of(type(obj)) is None:
+            continue
+        skip = _excluded(type(obj))
+        state = inspect(obj)
+        changes = {
+            attr.key: [None, _jsonable(attr.value)]
+            for attr in state.attrs
+            if attr.key not in skip and attr.key not in ("tenant_id", "id") and attr.value is not None
+        }
+        _record(session, obj, "created", changes)
+    for obj in session.dirty:
+        if object_type_of(type(obj)) is None or not session.is_modified(obj, include_collections=False):
+            continue
+        skip = _excluded(type(obj))
+        changes = {}
+        for attr in inspect(obj).attrs:
+            if attr.key in skip:
+                continue
+            history = attr.history
+            if history.has_changes():
+                before = history.deleted[0] if history.deleted else None
+                after = history.added[0] if history.added else None
+                if _jsonable(before) != _jsonable(after):
+                    changes[attr.key] = [_jsonable(before), _jsonable(after)]
+        if changes:
+            _record(session, obj, "updated", changes)
+    for obj in session.deleted:
+        if object_type_of(type(obj)) is None:
+            continue
+        skip = _excluded(type(obj))
+        state = inspect(obj)
+        changes = {
+            attr.key: [_jsonable(attr.loaded_value), None]
+            for attr in state.attrs
+            if attr.key not in skip and attr.key not in ("tenant_id", "id")
+        }
+        _record(session, obj, "deleted", changes)
+
+
+def event_hash(
+    chain: str, seq: int, prev_hash: str, e: PendingEvent | AuditEvent | PlatformAuditEvent
+) -> str:
+    payload = {
+        "chain": chain,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "occurred_at": e.occurred_at.isoformat(),
+        "actor": e.actor,
+        "action": e.action,
+        "object_type": e.object_type,
+        "object_id": e.object_id,
+        "changes": e.changes,
+        "request_id": e.request_id,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _lock_head(session: Session, chain: str) -> AuditChain:
+    dialect = session.get_bind().dialect.name
+    values = {"chain": chain, "seq": 0, "head_hash": GENESIS, "events": 0}
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(AuditChain).values(values).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(AuditChain).values(values).on_conflict_do_nothing())
+    head = session.execute(
+        select(AuditChain)
+        .where(AuditChain.chain == chain)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    return head
+
+
+@event.listens_for(TenantSession, "before_commit")
+def _append(session: Session) -> None:
+    session.flush()  # capture what is still unflushed
+    pending: list[PendingEvent] = session.info.pop(PENDING, [])
+    session.info.pop(LABELS, None)
+    if not pending:
+        return
+    by_chain: dict[str, list[PendingEvent]] = defaultdict(list)
+    for item in pending:
+        by_chain[item.chain].append(item)
+    # A fixed lock order: two transactions touching the same chains cannot deadlock.
+    for chain in sorted(by_chain):
+        head = _lock_head(session, chain)
+        seq, prev = head.seq, head.head_hash
+        for item in by_chain[chain]:
+            seq += 1
+            digest = event_hash(chain, seq, prev, item)
+            common = {
+                "seq": seq,
+                "occurred_at": item.occurred_at,
+                "actor": item.actor,
+                "action": item.action,
+                "object_type": item.object_type,
+                "object_id": item.object_id,
+                "changes": item.changes,
+                "request_id": item.request_id,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+            if chain == PLATFORM_CHAIN:
+                session.add(PlatformAuditEvent(**common))
+            else:
+                session.add(AuditEvent(tenant_id=item.tenant_id, **common))
+            prev = digest
+        head.seq, head.head_hash, head.events = seq, prev, head.events + len(by_chain[chain])
+    session.flush()
+
+
+@event.listens_for(TenantSession, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(PENDING, None)
+    session.info.pop(LABELS, None)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    chain: str
+    events: int
+    valid: bool
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def verify_chain(session: Session, chain: str) -> ChainReport:
+    """Recompute every hash of one chain (needs a session that can read it: the owner, or the tenant)."""
+    model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
+    stmt = select(model).order_by(model.seq)
+    if chain != PLATFORM_CHAIN:
+        stmt = stmt.where(model.tenant_id == uuid.UUID(chain))
+    prev, expected_seq, count = GENESIS, 1, 0
+    for row in session.execute(stmt.execution_options(yield_per=1000)).scalars():
+        count += 1
+        if row.seq != expected_seq:
+            return ChainReport(chain, count, False, expected_seq, f"event {expected_seq} is missing")
+        if row.prev_hash != prev:
+            return ChainReport(
+                chain, count, False, row.seq, f"event {row.seq} does not follow event {row.seq - 1}"
+            )
+        if event_hash(chain, row.seq, prev, row) != row.hash:
+            return ChainReport(chain, count, False, row.seq, f"event {row.seq} was altered")
+        prev, expected_seq = row.hash, expected_seq + 1
+    head = session.get(AuditChain, chain)
+    if head is not None and (head.seq != expected_seq - 1 or head.head_hash != prev):
+        return ChainReport(chain, count, False, expected_seq, "events after the last stored one were removed")
+    return ChainReport(chain, count, True)
+
+
+def chains(session: Session) -> list[str]:
+    return list(session.execute(select(AuditChain.chain).order_by(AuditChain.chain)).scalars())
+
+
+__all__ = ["CTX_KEY", "ChainReport", "label", "set_actor", "verify_chain"]
