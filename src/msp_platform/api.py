@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from msp_platform.audit.endpoints import AuditController
 from msp_platform.identity.endpoints import ClientController, StaffController
 from msp_platform.sites.endpoints import SiteController
 
-API_CONTROLLERS: list[Any] = [ClientController, StaffController, SiteController]
+API_CONTROLLERS: list[Any] = [ClientController, StaffController, SiteController, AuditController]
