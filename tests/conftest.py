@@ -7,6 +7,11 @@ non-owner ``msp_app`` role so row-level security applies. Without PostgreSQL tho
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports the password hasher: cheap argon2 parameters for the suite's many sign-ins.
+os.environ.setdefault("MSP_ARGON2_PROFILE", "test")
+
 import asyncio
 import base64
 import os

@@ -26,6 +26,7 @@ PUBLIC_OPERATIONS = {
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/.well-known/oauth-authorization-server"),
     ("POST", "/api/v1/auth/sign-in"),
+    ("POST", "/api/v1/auth/accept-invitation"),
 }
 
 

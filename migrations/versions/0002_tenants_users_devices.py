@@ -172,7 +172,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "id"),
         sa.UniqueConstraint("tenant_id", "seq"),
     )
-    op.create_index("ix_audit_events_tenant_object", "audit_events", ["tenant_id", "object_type", "object_id"])
+    op.create_index(
+        "ix_audit_events_tenant_object", "audit_events", ["tenant_id", "object_type", "object_id"]
+    )
     enable_tenant_rls(op, "audit_events")
 
     op.create_table(
@@ -207,11 +209,26 @@ def downgrade() -> None:
     op.drop_table("user_invitations")
     with op.batch_alter_table("users") as batch:
         batch.drop_constraint("fk_users_tenant_id_site_id_sites", type_="foreignkey")
-        for column in ("deactivated_at", "employee_id", "clinical", "vip", "phone", "site_id", "department", "title"):
+        for column in (
+            "deactivated_at",
+            "employee_id",
+            "clinical",
+            "vip",
+            "phone",
+            "site_id",
+            "department",
+            "title",
+        ):
             batch.drop_column(column)
     disable_tenant_rls(op, "sites")
     op.drop_table("sites")
     with op.batch_alter_table("tenants") as batch:
         batch.drop_constraint("uq_tenants_ticket_prefix", type_="unique")
-        for column in ("manifest_version", "offboarded_at", "suspended_at", "status_reason", "business_calendar"):
+        for column in (
+            "manifest_version",
+            "offboarded_at",
+            "suspended_at",
+            "status_reason",
+            "business_calendar",
+        ):
             batch.drop_column(column)

@@ -5,7 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from msp_platform.audit.endpoints import AuditController
-from msp_platform.identity.endpoints import ClientController, StaffController
+from msp_platform.devices.endpoints import DeviceController
+from msp_platform.identity.endpoints import (
+    ClientController,
+    InvitationAcceptController,
+    StaffController,
+    UserController,
+)
 from msp_platform.sites.endpoints import SiteController
+from msp_platform.tenants.endpoints import TenantController
 
-API_CONTROLLERS: list[Any] = [ClientController, StaffController, SiteController, AuditController]
+API_CONTROLLERS: list[Any] = [
+    ClientController,
+    StaffController,
+    SiteController,
+    AuditController,
+    TenantController,
+    DeviceController,
+    UserController,
+    InvitationAcceptController,
+]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,6 +84,8 @@ def worker(threads: int | None, queues: str, no_scheduler: bool) -> None:
         broker,
         worker_threads=threads or settings.worker_threads,
         queues={queue_name(settings.broker_namespace, q.strip()) for q in queues.split(",") if q.strip()},
+        # How often idle consumers wake up, which bounds how late a delayed message (a timer) is picked up.
+        worker_timeout=100,
     )
     stop = threading.Event()
     loop_thread: threading.Thread | None = None
@@ -234,6 +235,38 @@ def clients_create(tenant_slug: str, name: str, scopes: str) -> None:
     click.echo(f"client_id={client_id}\nclient_secret={secret}")
 
 
+@main.group()
+def tenants() -> None:
+    """Tenant manifests (YAML in tenants/)."""
+
+
+@tenants.command("apply")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("--dry-run", is_flag=True, help="Show what would change; store nothing.")
+def tenants_apply(path: Path | None, dry_run: bool) -> None:
+    """Create or update the tenants, sites and users described by the manifests at PATH (a file or a
+    directory; default: MSP_TENANTS_DIR). Everything is validated first and applied in one transaction."""
+    from msp_platform.db.engine import Database
+    from msp_platform.tenants.manifest import ManifestError, apply_directory
+
+    settings = get_settings()
+
+    async def _go() -> None:
+        db = Database.create(settings)
+        try:
+            await apply_directory(db, path or settings.tenants_dir, echo=click.echo, dry_run=dry_run)
+        finally:
+            await db.dispose()
+
+    try:
+        _run(_go())
+    except ManifestError as exc:
+        click.echo(f"{len(exc.problems)} problem(s); nothing was applied:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+
+
 class _owner_session:
     def __init__(self, settings: Settings) -> None:
         from msp_platform.db.engine import Database
@@ -249,11 +282,10 @@ class _owner_session:
         await self.db.dispose()
 
 
-def _exit_on(fn: Callable[[], None]) -> None:  # pragma: no cover - tiny helper for scripts
-    try:
-        fn()
-    except KeyboardInterrupt:
-        sys.exit(130)
+def _register_domain_commands() -> None:
+    from msp_platform.audit.cli import audit_cli
+
+    main.add_command(audit_cli)
 
 
-__all__ = ["Path", "main", "os"]
+_register_domain_commands()

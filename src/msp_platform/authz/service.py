@@ -144,3 +144,26 @@ async def bind_new_tenant(
     accessible = AccessibleTenantId(tenant_id)
     await set_tenant_context(session, TenantContext.single(accessible))
     return accessible
+
+
+async def staff_with_access(session: AsyncSession, tenant_id: uuid.UUID) -> frozenset[uuid.UUID]:
+    """Active staff who may act on (and be paged for) a tenant: MSP admins, and agents granted the tenant or,
+    with ``include_children``, one of its ancestors."""
+    from msp_platform.models.staff import StaffMember, StaffRole
+
+    parents: dict[uuid.UUID, uuid.UUID | None] = {
+        row[0]: row[1] for row in await session.execute(select(Tenant.id, Tenant.parent_id))
+    }
+    lineage: list[uuid.UUID] = []
+    current: uuid.UUID | None = tenant_id
+    while current is not None and current not in lineage:
+        lineage.append(current)
+        current = parents.get(current)
+    grants = await session.execute(
+        select(StaffGrant.staff_id, StaffGrant.tenant_id, StaffGrant.include_children).where(
+            StaffGrant.tenant_id.in_(lineage)
+        )
+    )
+    allowed = {staff for staff, granted, children in grants if granted == tenant_id or children}
+    rows = await session.execute(select(StaffMember.id, StaffMember.role).where(StaffMember.active.is_(True)))
+    return frozenset(sid for sid, role in rows if role == StaffRole.msp_admin or sid in allowed)

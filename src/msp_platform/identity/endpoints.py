@@ -1,4 +1,6 @@
-"""/api/v1/clients (a tenant's integration clients) and /api/v1/staff (MSP staff and their tenant grants)."""
+"""/api/v1/users (a tenant's people, their invitations and bulk onboarding), the public
+/api/v1/auth/accept-invitation, /api/v1/clients (a tenant's integration clients) and /api/v1/staff (MSP staff
+and their tenant grants)."""
 
 from __future__ import annotations
 
@@ -6,29 +8,82 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from msp_platform.auth.endpoints import PUBLIC
 from msp_platform.auth.guards import protected
 from msp_platform.auth.scopes import Role, Scope, parse_scope
 from msp_platform.identity import service
-from msp_platform.identity.repository import ClientRepository, StaffRepository
+from msp_platform.identity.repository import ClientRepository, StaffRepository, UserRepository
 from msp_platform.identity.schemas import (
     ClientCreate,
     ClientCreated,
     ClientOut,
     GrantCreate,
     GrantOut,
+    InvitationAccept,
+    InvitationAccepted,
+    InvitationCreate,
+    InvitationCreated,
     StaffCreate,
     StaffOut,
     StaffUpdate,
+    UserCreate,
+    UserOut,
+    UserUpdate,
 )
-from msp_platform.kit.deps import DEPENDENCIES, Caller, Session, TenantId
+from msp_platform.kit.bulk import IMPORT_MAX_BODY_BYTES, MAX_ROWS, ImportMode, ImportReport, read_import
+from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
 from msp_platform.kit.errors import Conflict, NotFound
 from msp_platform.kit.pagination import Cursor, Limit, Page
+from msp_platform.kit.patch import sent_fields
+from msp_platform.kit.uow import STATE_ROLLBACK, provide_db_session
 from msp_platform.models.oauth import OAuthClient
 from msp_platform.models.staff import StaffGrant, StaffMember
 from msp_platform.models.tenant import Tenant
+from msp_platform.models.user import User, UserRole
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        tenant_id=user.tenant_id,
+        email=user.email,
+        name=user.name,
+        role=UserRole(user.role),
+        title=user.title,
+        department=user.department,
+        site_id=user.site_id,
+        phone=user.phone,
+        vip=user.vip,
+        clinical=user.clinical,
+        employee_id=user.employee_id,
+        active=user.active,
+        deactivated_at=user.deactivated_at,
+        has_password=user.password_hash is not None,
+        last_sign_in_at=user.last_sign_in_at,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+    )
+
+
+USERS_READ = protected(Scope.users_read)
+USERS_WRITE = protected(Scope.users_write)
+IMPORT_DESCRIPTION = f"""Upsert up to {MAX_ROWS:,} users by email, as `text/csv` (UTF-8 by default; name another
+encoding with `charset=`, e.g. `text/csv; charset=windows-1252`), a multipart upload (field `file`) or JSON (an
+array of objects, or `{{"rows": [...]}}`).
+
+Columns: `email` and `name` (required), `role` (`tenant_admin` or `tenant_user`), `title`, `department`, `site`
+(a site **code**), `phone`, `vip`, `clinical`, `active` (yes/no, true/false, 1/0), `employee_id`. A column left
+out, or an empty `role`/`vip`/`clinical`/`active` cell, keeps the stored value (new users get the defaults); an
+empty `title`, `department`, `site`, `phone` or `employee_id` cell clears it. `active=no` deactivates the user
+(their tokens and open invitations are revoked).
+
+Every row is checked first; the report gives each row's status (`created`, `updated`, `unchanged`, `error` with
+reasons, or `valid` when nothing was stored). `mode=atomic` (default) stores nothing if any row is bad (422
+`import-failed` with the report); `mode=partial` stores the good rows; `dry_run=true` only reports."""
 
 
 def client_out(row: OAuthClient) -> ClientOut:
@@ -55,6 +110,166 @@ def staff_out(row: StaffMember) -> StaffOut:
         created_at=row.created_at,
         last_sign_in_at=row.last_sign_in_at,
     )
+
+
+class UserController(Controller):
+    path = "/api/v1/users"
+    tags = ["Users"]
+    dependencies = DEPENDENCIES
+
+    @post(
+        "/",
+        summary="Create a user (no password: send an invitation to let them set one)",
+        **USERS_WRITE,
+    )
+    async def create(self, session: Session, tenant_id: TenantId, data: JSONBody[UserCreate]) -> UserOut:
+        return user_out(await service.create_user(session, data))
+
+    @get("/", summary="List users (ordered by email)", **USERS_READ)
+    async def list_users(
+        self,
+        session: Session,
+        ctx: Ctx,
+        limit: Limit = None,
+        cursor: Cursor = None,
+        role: FromQuery[UserRole | None] = None,
+        active: FromQuery[bool | None] = None,
+        site_id: FromQuery[uuid.UUID | None] = None,
+        department: FromQuery[str | None] = None,
+        vip: FromQuery[bool | None] = None,
+        clinical: FromQuery[bool | None] = None,
+        q: FromQuery[str | None] = None,
+    ) -> Page[UserOut]:
+        rows, next_cursor = await UserRepository(session).page(
+            limit=limit,
+            cursor=cursor,
+            role=role,
+            active=active,
+            site_id=site_id,
+            department=department,
+            vip=vip,
+            clinical=clinical,
+            q=q,
+        )
+        return Page(items=[user_out(u) for u in rows], next_cursor=next_cursor)
+
+    @get("/{user_id:uuid}", summary="Get a user", **USERS_READ)
+    async def get_user(self, session: Session, ctx: Ctx, user_id: FromPath[uuid.UUID]) -> UserOut:
+        return user_out(await service.get_user(session, user_id))
+
+    @patch(
+        "/{user_id:uuid}",
+        summary="Update a user (only the fields sent)",
+        description="Administrators cannot remove their own administrator role. To deactivate a user, use "
+        "`POST /api/v1/users/{user_id}/deactivate`.",
+        **USERS_WRITE,
+    )
+    async def update(
+        self,
+        session: Session,
+        tenant_id: TenantId,
+        principal: Caller,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[UserUpdate],
+    ) -> UserOut:
+        user = await service.get_user(session, user_id)
+        await service.update_user(session, user, sent_fields(data), actor=principal)
+        return user_out(user)
+
+    @post(
+        "/{user_id:uuid}/deactivate",
+        status_code=200,
+        summary="Deactivate a user: sign-in, refresh and access tokens stop working",
+        description="Revokes the user's refresh tokens and open invitations; access tokens are refused from "
+        "the next request. Repeating it changes nothing. Administrators cannot deactivate themselves.",
+        **USERS_WRITE,
+    )
+    async def deactivate(
+        self, session: Session, tenant_id: TenantId, principal: Caller, user_id: FromPath[uuid.UUID]
+    ) -> UserOut:
+        user = await service.get_user(session, user_id)
+        return user_out(await service.deactivate_user(session, tenant_id, user, actor=principal))
+
+    @post(
+        "/{user_id:uuid}/reactivate",
+        status_code=200,
+        summary="Reactivate a user (they sign in again with their password)",
+        **USERS_WRITE,
+    )
+    async def reactivate(
+        self, session: Session, tenant_id: TenantId, user_id: FromPath[uuid.UUID]
+    ) -> UserOut:
+        user = await service.get_user(session, user_id)
+        return user_out(await service.reactivate_user(session, user))
+
+    @post(
+        "/{user_id:uuid}/invitations",
+        summary="Invite a user to set their password (single use; replaces older invitations)",
+        description="Returns the token once (only its hash is stored); the user redeems it with "
+        "`POST /api/v1/auth/accept-invitation`. Expires after `expires_in_hours` (default 72).",
+        **USERS_WRITE,
+    )
+    async def invite(
+        self,
+        session: Session,
+        tenant_id: TenantId,
+        principal: Caller,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[InvitationCreate | None] = None,
+    ) -> InvitationCreated:
+        user = await service.get_user(session, user_id)
+        invitation, token = await service.create_invitation(
+            session,
+            user,
+            expires_in_hours=(data or InvitationCreate()).expires_in_hours,
+            created_by=principal.key,
+        )
+        return InvitationCreated(
+            id=invitation.id, user_id=user.id, token=token, expires_at=invitation.expires_at
+        )
+
+    @post(
+        "/import",
+        status_code=200,
+        summary="Bulk onboarding: upsert users by email from CSV or JSON",
+        description=IMPORT_DESCRIPTION,
+        request_max_body_size=IMPORT_MAX_BODY_BYTES,
+        **USERS_WRITE,
+    )
+    async def import_users(
+        self,
+        request: Request[Any, Any, Any],
+        session: Session,
+        tenant_id: TenantId,
+        principal: Caller,
+        mode: FromQuery[ImportMode] = ImportMode.atomic,
+        dry_run: FromQuery[bool] = False,
+    ) -> ImportReport:
+        rows = await read_import(request, columns=service.IMPORT_COLUMNS, required=service.IMPORT_REQUIRED)
+        if dry_run:
+            request.state[STATE_ROLLBACK] = True
+        return await service.import_users(
+            session, tenant_id, rows, mode=mode, dry_run=dry_run, actor=principal
+        )
+
+
+class InvitationAcceptController(Controller):
+    path = "/api/v1/auth"
+    tags = ["Authentication"]
+    dependencies = {"session": Provide(provide_db_session)}
+
+    @post(
+        "/accept-invitation",
+        opt=PUBLIC,
+        status_code=200,
+        summary="Accept an invitation: set your password",
+        description="Public: the invitation token is the credential. Afterwards sign in with "
+        "`POST /api/v1/auth/sign-in` and `tenant` set to the returned slug. An unknown, expired, used or "
+        "withdrawn token is a 400 `invitation-invalid` problem (`reason` says which).",
+    )
+    async def accept(self, session: Session, data: JSONBody[InvitationAccept]) -> InvitationAccepted:
+        user, tenant = await service.accept_invitation(session, data.token, data.password)
+        return InvitationAccepted(user_id=user.id, email=user.email, tenant=tenant.slug)
 
 
 class ClientController(Controller):
@@ -216,4 +431,10 @@ def _grant_out(grant: StaffGrant) -> GrantOut:
     )
 
 
-__all__ = ["Any", "ClientController", "StaffController"]
+__all__ = [
+    "Any",
+    "ClientController",
+    "InvitationAcceptController",
+    "StaffController",
+    "UserController",
+]

@@ -131,8 +131,9 @@ class ReportBuilder:
 
     def build(self, *, committed: bool) -> ImportReport:
         rows = [self.outcomes[k] for k in sorted(self.outcomes)]
-        if not committed:
-            # Nothing was stored: say so row by row instead of claiming "created".
+        if not committed and not self.dry_run:
+            # An atomic import that failed stored nothing: say so row by row instead of claiming "created".
+            # (A dry run keeps created/updated/unchanged as the preview of what it would do.)
             rows = [
                 RowOutcome(row=o.row, status=RowStatus.valid, key=o.key, id=None)
                 if o.status != RowStatus.error
@@ -275,10 +276,12 @@ async def read_import(
                 "Attach the file as the multipart field 'file'.", errors=[FieldError("file", "missing")]
             )
         data = await upload.read()
-        part_type = (upload.content_type or "").lower()
+        # Litestar keeps the part's parameters (charset) in its headers, not in content_type.
+        part_header = upload.headers.get("content-type") or upload.headers.get("Content-Type") or upload.content_type or ""
+        part_type = part_header.lower()
         if part_type.startswith("application/json") or upload.filename.lower().endswith(".json"):
             return parse_json(data, columns=columns)
-        part_charset = _CHARSET.search(upload.content_type or "")
+        part_charset = _CHARSET.search(part_header)
         return parse_csv(
             data,
             charset=part_charset.group(1) if part_charset else charset,

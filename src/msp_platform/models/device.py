@@ -8,6 +8,7 @@ from sqlalchemy import Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from msp_platform.db.base import Base, TenantOwned, tenant_fk
+from msp_platform.db.types import StrEnumType
 
 
 class DeviceKind(StrEnum):
@@ -42,7 +43,7 @@ class Device(TenantOwned, Base):
         tenant_fk("assigned_user_id", "users"),
     )
 
-    kind: Mapped[DeviceKind] = mapped_column(String(20))
+    kind: Mapped[DeviceKind] = mapped_column(StrEnumType(DeviceKind, 20))
     hostname: Mapped[str | None] = mapped_column(String(253))
     serial: Mapped[str | None] = mapped_column(String(100))
     asset_tag: Mapped[str | None] = mapped_column(String(100))
@@ -52,6 +53,6 @@ class Device(TenantOwned, Base):
     os_version: Mapped[str | None] = mapped_column(String(100))
     site_id: Mapped[uuid.UUID | None] = mapped_column()
     assigned_user_id: Mapped[uuid.UUID | None] = mapped_column()
-    status: Mapped[DeviceStatus] = mapped_column(String(20), default=DeviceStatus.active)
+    status: Mapped[DeviceStatus] = mapped_column(StrEnumType(DeviceStatus, 20), default=DeviceStatus.active)
     last_seen_at: Mapped[datetime | None] = mapped_column()
     notes: Mapped[str | None] = mapped_column(Text)

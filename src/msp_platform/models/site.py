@@ -7,6 +7,7 @@ from sqlalchemy import Boolean, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from msp_platform.db.base import Base, TenantOwned, tenant_fk
+from msp_platform.db.types import StrEnumType
 
 
 class SiteKind(StrEnum):
@@ -26,7 +27,7 @@ class Site(TenantOwned, Base):
 
     code: Mapped[str] = mapped_column(String(40))
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[SiteKind] = mapped_column(String(20), default=SiteKind.other)
+    kind: Mapped[SiteKind] = mapped_column(StrEnumType(SiteKind, 20), default=SiteKind.other)
     parent_id: Mapped[uuid.UUID | None] = mapped_column()
     address: Mapped[str | None] = mapped_column(Text)
     # Overrides the tenant's time zone for this site (a hospital in another state).

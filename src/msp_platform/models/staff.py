@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Un
 from sqlalchemy.orm import Mapped, mapped_column
 
 from msp_platform.db.base import Base, Timestamped
+from msp_platform.db.types import StrEnumType
 from msp_platform.kit.ids import new_id
 
 
@@ -26,7 +27,7 @@ class StaffMember(Timestamped, Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[StaffRole] = mapped_column(String(20))
+    role: Mapped[StaffRole] = mapped_column(StrEnumType(StaffRole, 20))
     tier: Mapped[int | None] = mapped_column(Integer)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -9,7 +9,7 @@ from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from msp_platform.db.base import Base, Timestamped
-from msp_platform.db.types import JSONType
+from msp_platform.db.types import JSONType, StrEnumType
 from msp_platform.kit.ids import new_id
 
 
@@ -28,7 +28,7 @@ class Tenant(Timestamped, Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[TenantStatus] = mapped_column(String(20), default=TenantStatus.active)
+    status: Mapped[TenantStatus] = mapped_column(StrEnumType(TenantStatus, 20), default=TenantStatus.active)
     parent_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
     )

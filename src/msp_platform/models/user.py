@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from msp_platform.db.base import Base, TenantOwned, tenant_fk
+from msp_platform.db.types import StrEnumType
 
 
 class UserRole(StrEnum):
@@ -24,7 +25,7 @@ class User(TenantOwned, Base):
 
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[UserRole] = mapped_column(String(20), default=UserRole.tenant_user)
+    role: Mapped[UserRole] = mapped_column(StrEnumType(UserRole, 20), default=UserRole.tenant_user)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_sign_in_at: Mapped[datetime | None] = mapped_column()

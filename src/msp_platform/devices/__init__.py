@@ -1,0 +1,1 @@
+"""Device inventory: a tenant's workstations, laptops, printers, servers and clinical devices."""
