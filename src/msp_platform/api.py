@@ -12,7 +12,9 @@ from msp_platform.identity.endpoints import (
     StaffController,
     UserController,
 )
+from msp_platform.incidents.endpoints import IncidentController, PriorityMatrixController
 from msp_platform.sites.endpoints import SiteController
+from msp_platform.sla.endpoints import SlaController
 from msp_platform.tenants.endpoints import TenantController
 
 API_CONTROLLERS: list[Any] = [
@@ -24,4 +26,7 @@ API_CONTROLLERS: list[Any] = [
     DeviceController,
     UserController,
     InvitationAcceptController,
+    IncidentController,
+    PriorityMatrixController,
+    SlaController,
 ]

@@ -28,6 +28,7 @@ from msp_platform.kit.problems import exception_handler
 from msp_platform.kit.ratelimit import RateLimiter
 from msp_platform.kit.uow import capture_idempotent_response, replay_response
 from msp_platform.state import AppServices
+from msp_platform.worker.outbox import flush_acks
 from msp_platform.worker.runtime import BackgroundLoops, InProcessWorker, WorkerRuntime, create_broker
 
 log = get_logger(__name__)
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await loops.stop()
             if worker is not None:
                 worker.stop()
+            await flush_acks()
             await services.limiter.close()
             await db.dispose()
 

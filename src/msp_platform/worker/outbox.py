@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -95,6 +96,62 @@ def _send(broker: dramatiq.Broker, rows: Sequence[OutboxMessage]) -> list[uuid.U
     return sent
 
 
+class _Acks:
+    """Outbox ids sent to the broker but not yet marked sent, marked in one UPDATE a moment later.
+
+    Marking each job's messages in a transaction of its own doubled the database round trips of every
+    job. The relay only resends messages older than RELAY_GRACE, so a short delay here resends nothing;
+    if the process dies first, the relay resends them and idempotent actors absorb the duplicates."""
+
+    delay = 0.2
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.ids: list[uuid.UUID] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, ids: list[uuid.UUID]) -> None:
+        self.ids.extend(ids)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self.delay)
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self.ids:
+            batch, self.ids = self.ids[:1000], self.ids[1000:]
+            try:
+                async with self.factory() as session:
+                    session.info["unscoped"] = True
+                    await session.execute(
+                        update(OutboxMessage).where(OutboxMessage.id.in_(batch)).values(sent_at=utcnow())
+                    )
+                    await session.commit()
+            except Exception as exc:  # the relay will resend; actors are idempotent
+                log.warning("could not mark outbox messages sent", error=str(exc), count=len(batch))
+
+
+_ACKS: dict[tuple[int, int], _Acks] = {}
+
+
+def _acks(factory: Any) -> _Acks:
+    key = (id(asyncio.get_running_loop()), id(factory))
+    found = _ACKS.get(key)
+    if found is None:
+        found = _ACKS[key] = _Acks(factory)
+    return found
+
+
+async def flush_acks() -> None:
+    """Mark everything this event loop sent (at shutdown, and for tests that look at ``sent_at``)."""
+    loop = id(asyncio.get_running_loop())
+    for (loop_id, _), acks in list(_ACKS.items()):
+        if loop_id == loop:
+            await acks.flush()
+
+
 async def send_after_commit(
     broker: dramatiq.Broker | None, db_session_factory: Any, rows: list[OutboxMessage]
 ) -> None:
@@ -106,12 +163,7 @@ async def send_after_commit(
     except Exception as exc:
         log.warning("broker unavailable, outbox relay will resend", error=str(exc), count=len(rows))
         return
-    async with db_session_factory() as session:
-        session.info["unscoped"] = True
-        await session.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(sent)).values(sent_at=utcnow())
-        )
-        await session.commit()
+    _acks(db_session_factory).add(sent)
 
 
 async def relay_pending(broker: dramatiq.Broker, session: AsyncSession, *, batch: int = 200) -> int:

@@ -11,19 +11,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from msp_platform.worker.context import JobContext
+from typing import Any
 
 
 class Queue(StrEnum):
     high = "high"  # pages, escalations: someone is waiting
     default = "default"
     low = "low"  # reports, imports, housekeeping
-
-
-JobFn = Callable[..., Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -82,8 +76,9 @@ def load_task_modules() -> None:
         importlib.import_module(module)
 
 
-TASK_MODULES: list[str] = ["msp_platform.worker.housekeeping"]
-
-
-def job_signature(fn: JobFn) -> Callable[[JobContext], Awaitable[None]]:  # pragma: no cover - typing aid
-    return fn
+TASK_MODULES: list[str] = [
+    "msp_platform.worker.housekeeping",
+    "msp_platform.kit.timers",
+    "msp_platform.sla.service",
+    "msp_platform.sla.tasks",
+]

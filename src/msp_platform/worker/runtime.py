@@ -28,7 +28,7 @@ from msp_platform.db.engine import Database
 from msp_platform.db.session import CTX_KEY
 from msp_platform.kit.logging import get_logger
 from msp_platform.worker.context import JobContext
-from msp_platform.worker.outbox import PENDING_KEY, relay_pending, send_after_commit
+from msp_platform.worker.outbox import PENDING_KEY, flush_acks, relay_pending, send_after_commit
 from msp_platform.worker.registry import ACTORS, ActorSpec, load_task_modules
 from msp_platform.worker.scheduler import run_due_periodic_jobs
 
@@ -87,6 +87,7 @@ class WorkerRuntime:
         self._databases[id(asyncio.get_running_loop())] = database
 
     async def dispose_current(self) -> None:
+        await flush_acks()
         with self._lock:
             db = self._databases.pop(id(asyncio.get_running_loop()), None)
         if db is not None:
@@ -126,6 +127,7 @@ async def run_job(runtime: WorkerRuntime, spec: ActorSpec, kwargs: dict[str, Any
             settings=runtime.settings,
             message_id=message.message_id if message else "direct",
             tenant_id=tenant_id,
+            database=db,
             retries=int(message.options.get("retries", 0)) if message else 0,
         )
         await spec.fn(ctx, **kwargs)
