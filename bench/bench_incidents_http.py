@@ -30,12 +30,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from msp_platform.config import Settings  # noqa: E402
-from msp_platform.db import migrate  # noqa: E402
-from msp_platform.db.engine import Database  # noqa: E402
-from msp_platform.identity.service import create_client  # noqa: E402
-from msp_platform.kit.ids import new_id  # noqa: E402
-from msp_platform.models.tenant import Tenant  # noqa: E402
+from msp_platform.config import Settings
+from msp_platform.db import migrate
+from msp_platform.db.engine import Database
+from msp_platform.identity.service import create_client
+from msp_platform.kit.ids import new_id
+from msp_platform.models.tenant import Tenant
 
 ADMIN_DSN = os.environ.get("MSP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -46,8 +46,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_ready(url: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             try:
@@ -60,7 +60,10 @@ async def wait_ready(url: str, timeout: float = 60) -> None:
 
 
 async def load(
-    name: str, total: int, concurrency: int, make: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+    name: str,
+    total: int,
+    concurrency: int,
+    make: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
 ) -> dict[str, Any]:
     latencies: list[float] = []
     failures = 0
@@ -94,7 +97,9 @@ async def load(
 def report(rows: list[dict[str, Any]]) -> None:
     print(f"{'scenario':44} {'req':>6} {'fail':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for r in rows:
-        print(f"{r['name']:44} {r['requests']:>6} {r['failures']:>5} {r['rps']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")
+        print(
+            f"{r['name']:44} {r['requests']:>6} {r['failures']:>5} {r['rps']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+        )
 
 
 async def main() -> None:
@@ -111,7 +116,9 @@ async def main() -> None:
     app_url = f"postgresql+asyncpg://msp_app@127.0.0.1:5432/{db_name}"
     owner_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}"
     var = Path(f"/tmp/{db_name}")
-    settings = Settings(database_url=app_url, database_owner_url=owner_url, var_dir=var, secret_key="bench-secret")
+    settings = Settings(
+        database_url=app_url, database_owner_url=owner_url, var_dir=var, secret_key="bench-secret"
+    )
     processes: list[subprocess.Popen[bytes]] = []
     try:
         await migrate.upgrade(settings)
@@ -120,7 +127,9 @@ async def main() -> None:
         async with db.dangerously_unscoped_session() as session:
             session.add(tenant)
             await session.flush()
-            client_row, secret = await create_client(session, tenant_id=tenant.id, name="bench", scopes="", created_by="bench")
+            client_row, secret = await create_client(
+                session, tenant_id=tenant.id, name="bench", scopes="", created_by="bench"
+            )
             await session.commit()
         await db.dispose()
 
@@ -141,7 +150,9 @@ async def main() -> None:
         if args.workers > 1:
             env["MSP_BROKER_URL"] = "redis://127.0.0.1:6379/0"
             env["MSP_REDIS_URL"] = "redis://127.0.0.1:6379/1"
-        processes.append(subprocess.Popen(msp, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        processes.append(
+            subprocess.Popen(msp, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
         bare_env = {
             **os.environ,
             "MSP_BENCH_DSN": f"postgresql://msp_app@127.0.0.1:5432/{db_name}",
@@ -150,9 +161,23 @@ async def main() -> None:
         }
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "granian", "--interface", "asgi", "--port", str(bare_port), "--workers",
-                 str(args.workers), "--no-ws", "bench.bare_litestar:app"],
-                env=bare_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "granian",
+                    "--interface",
+                    "asgi",
+                    "--port",
+                    str(bare_port),
+                    "--workers",
+                    str(args.workers),
+                    "--no-ws",
+                    "bench.bare_litestar:app",
+                ],
+                env=bare_env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         )
         base, bare = f"http://127.0.0.1:{platform_port}", f"http://127.0.0.1:{bare_port}"
@@ -161,14 +186,22 @@ async def main() -> None:
 
         async with httpx.AsyncClient() as http:
             token = (
-                await http.post(f"{base}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_row.client_id, secret))
+                await http.post(
+                    f"{base}/oauth/token",
+                    data={"grant_type": "client_credentials"},
+                    auth=(client_row.client_id, secret),
+                )
             ).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         platform_ids: list[str] = []
         bare_ids: list[str] = []
 
         async def create_platform(client: httpx.AsyncClient, i: int) -> httpx.Response:
-            response = await client.post(f"{base}/api/v1/incidents", json={"title": f"Bench incident {i}", "impact": 2, "urgency": 2}, headers=headers)
+            response = await client.post(
+                f"{base}/api/v1/incidents",
+                json={"title": f"Bench incident {i}", "impact": 2, "urgency": 2},
+                headers=headers,
+            )
             if response.status_code == 201:
                 platform_ids.append(response.json()["id"])
             return response

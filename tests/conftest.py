@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -37,6 +37,9 @@ from msp_platform.kit.ids import new_id
 from msp_platform.models.staff import StaffGrant, StaffMember, StaffRole
 from msp_platform.models.tenant import Tenant, TenantStatus
 from msp_platform.models.user import User, UserRole
+
+if TYPE_CHECKING:
+    from tests.support.desk import Desk
 
 PG_ADMIN_DSN = os.environ.get("MSP_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 APP_ROLE = "msp_app"
@@ -309,3 +312,20 @@ async def factory(owner_db: Database, client: AsyncClient) -> Factory:
 
 def basic(client_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+@pytest.fixture
+async def desk(factory: Factory, client: AsyncClient) -> Desk:
+    """A tenant with its admin, a user, an L1 agent and an L3 engineer (both granted the tenant)."""
+    from tests.support.desk import Desk
+
+    tenant = await factory.tenant()
+    return Desk(
+        tenant=tenant,
+        admin=await factory.user(tenant, role="tenant_admin"),
+        user=await factory.user(tenant),
+        agent=await factory.staff(role="msp_agent", tier=1, grants=[tenant]),
+        l3=await factory.staff(role="msp_agent", tier=3, grants=[tenant]),
+        client=client,
+        factory=factory,
+    )

@@ -11,7 +11,7 @@ from httpx import AsyncClient
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from tests.conftest import Factory
-from tests.incidents.conftest import Desk
+from tests.support.desk import Desk
 from tests.support.isolation import all_ids, assert_isolated
 from tests.test_unit_of_work import FailNextCommit
 

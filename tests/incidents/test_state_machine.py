@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 import pytest
-from tests.incidents.conftest import Desk
+from tests.support.desk import Desk
 
 from msp_platform.incidents.state import TRANSITIONS
 from msp_platform.models.incident import IncidentState

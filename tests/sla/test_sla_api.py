@@ -11,15 +11,15 @@ import pytest
 from httpx import AsyncClient
 from litestar import Litestar
 from sqlalchemy import func, select, update
+from tests.conftest import Factory
+from tests.support.desk import Desk
+from tests.worker.test_runtime import running
 
 from msp_platform.db.engine import Database
 from msp_platform.models.incident import Incident, IncidentEvent
 from msp_platform.models.sla import IncidentSla, SlaNotice
 from msp_platform.models.timer import Timer
 from msp_platform.state import services_of
-from tests.conftest import Factory
-from tests.incidents.conftest import Desk, desk  # noqa: F401  (the fixture)
-from tests.worker.test_runtime import running
 
 POLICY: dict[str, Any] = {
     "name": "Hospital standard",
@@ -38,7 +38,9 @@ POLICY: dict[str, Any] = {
 async def publish(desk: Desk, factory: Factory, policy: dict[str, Any] | None = None) -> dict[str, Any]:
     admin = await factory.staff(role="msp_admin", tier=None)
     response = await desk.client.post(
-        "/api/v1/sla/policies", json=policy or POLICY, headers=await factory.headers(admin, tenant=desk.tenant)
+        "/api/v1/sla/policies",
+        json=policy or POLICY,
+        headers=await factory.headers(admin, tenant=desk.tenant),
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
@@ -51,7 +53,9 @@ async def backdate(db: Database, incident_id: str, by: timedelta) -> None:
         incident = await session.scalar(select(Incident).where(Incident.id == iid))
         assert incident is not None
         incident.opened_at = incident.opened_at - by
-        for event in (await session.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == iid))).all():
+        for event in (
+            await session.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == iid))
+        ).all():
             event.occurred_at = event.occurred_at - by
         await session.commit()
 
@@ -77,7 +81,10 @@ class TestPolicies:
         assert second["version"] == 2
         current = (await desk.client.get("/api/v1/sla/policy", headers=await desk.as_admin())).json()
         assert current["name"] == "Tighter"
-        assert [p["version"] for p in (await desk.client.get("/api/v1/sla/policies", headers=await desk.as_admin())).json()] == [2, 1]
+        assert [
+            p["version"]
+            for p in (await desk.client.get("/api/v1/sla/policies", headers=await desk.as_admin())).json()
+        ] == [2, 1]
 
     @pytest.mark.parametrize(
         ("change", "field"),
@@ -85,48 +92,85 @@ class TestPolicies:
             ({"targets": {"1": {"response_minutes": 0, "resolution_minutes": 10}}}, "response_minutes"),
             ({"targets": {"1": {"response_minutes": 10, "resolution_minutes": -5}}}, "resolution_minutes"),
             ({"targets": {"9": {"response_minutes": 10, "resolution_minutes": 20}}}, "targets.9"),
-            ({"targets": {"1": {"response_minutes": 30, "resolution_minutes": 20}}}, "targets.1.resolution_minutes"),
+            (
+                {"targets": {"1": {"response_minutes": 30, "resolution_minutes": 20}}},
+                "targets.1.resolution_minutes",
+            ),
             ({"warning_percents": [0, 50]}, "warning_percents[0]"),
             ({"warning_percents": [101]}, "warning_percents[0]"),
             ({"pause_states": ["resolved"]}, "pause_states[0]"),
             ({"calendar": "custom"}, "custom_calendar"),
-            ({"calendar": "custom", "custom_calendar": {"timezone": "Mars/Base", "hours": [{"weekday": 0, "start": "08:00", "end": "17:00"}]}}, "custom_calendar.timezone"),
+            (
+                {
+                    "calendar": "custom",
+                    "custom_calendar": {
+                        "timezone": "Mars/Base",
+                        "hours": [{"weekday": 0, "start": "08:00", "end": "17:00"}],
+                    },
+                },
+                "custom_calendar.timezone",
+            ),
             (
                 {
                     "calendar": "custom",
                     "custom_calendar": {
                         "timezone": "America/Chicago",
-                        "hours": [{"weekday": 0, "start": "08:00", "end": "17:00"}, {"weekday": 0, "start": "16:00", "end": "20:00"}],
+                        "hours": [
+                            {"weekday": 0, "start": "08:00", "end": "17:00"},
+                            {"weekday": 0, "start": "16:00", "end": "20:00"},
+                        ],
                     },
                 },
                 "custom_calendar.windows",
             ),
             (
-                {"calendar": "custom", "custom_calendar": {"timezone": "UTC", "hours": [{"weekday": 0, "start": "25:00", "end": "17:00"}]}},
+                {
+                    "calendar": "custom",
+                    "custom_calendar": {
+                        "timezone": "UTC",
+                        "hours": [{"weekday": 0, "start": "25:00", "end": "17:00"}],
+                    },
+                },
                 "custom_calendar.windows[0].start",
             ),
         ],
     )
-    async def test_bad_policies(self, desk: Desk, factory: Factory, change: dict[str, Any], field: str) -> None:
+    async def test_bad_policies(
+        self, desk: Desk, factory: Factory, change: dict[str, Any], field: str
+    ) -> None:
         admin = await factory.staff(role="msp_admin", tier=None)
         response = await desk.client.post(
-            "/api/v1/sla/policies", json={**POLICY, **change}, headers=await factory.headers(admin, tenant=desk.tenant)
+            "/api/v1/sla/policies",
+            json={**POLICY, **change},
+            headers=await factory.headers(admin, tenant=desk.tenant),
         )
         assert response.status_code == 422, response.text
-        assert any(e["field"].startswith(field) or field in e["field"] for e in response.json()["errors"]), response.json()
+        assert any(e["field"].startswith(field) or field in e["field"] for e in response.json()["errors"]), (
+            response.json()
+        )
         assert (await desk.client.get("/api/v1/sla/policies", headers=await desk.as_admin())).json() == []
 
     async def test_only_msp_admins_publish(self, desk: Desk) -> None:
-        assert (await desk.client.post("/api/v1/sla/policies", json=POLICY, headers=await desk.as_admin())).status_code == 403
-        assert (await desk.client.post("/api/v1/sla/policies", json=POLICY, headers=await desk.as_agent())).status_code == 403
+        assert (
+            await desk.client.post("/api/v1/sla/policies", json=POLICY, headers=await desk.as_admin())
+        ).status_code == 403
+        assert (
+            await desk.client.post("/api/v1/sla/policies", json=POLICY, headers=await desk.as_agent())
+        ).status_code == 403
 
 
 class TestClocks:
-    async def test_incident_keeps_its_opening_policy_and_explains_its_clocks(self, desk: Desk, factory: Factory) -> None:
+    async def test_incident_keeps_its_opening_policy_and_explains_its_clocks(
+        self, desk: Desk, factory: Factory
+    ) -> None:
         await publish(desk, factory)
         incident = await desk.raise_incident(impact=1, urgency=1)
-        await publish(desk, factory, {**POLICY, "targets": {"1": {"response_minutes": 5, "resolution_minutes": 60}}})
-        sla = (await desk.client.get(f"/api/v1/incidents/{incident['id']}/sla", headers=await desk.as_admin())).json()
+        await publish(
+            desk, factory, {**POLICY, "targets": {"1": {"response_minutes": 5, "resolution_minutes": 60}}}
+        )
+        sla = (
+            await desk.client.get(f"/api/v1/incidents/{incident['id']}/sla", headers=await desk.as_admin())
+        ).json()
         assert (sla["policy_version"], sla["calendar"]) == (1, "24x7")
         targets = {c["target"]: c for c in sla["clocks"]}
         assert targets["response"]["duration_seconds"] == 15 * 60
@@ -134,7 +178,9 @@ class TestClocks:
         assert "counted of 4h00m" in targets["resolution"]["explanation"]
         assert sla["update_cadence_minutes"] == 30
 
-    async def test_pauses_follow_the_hold_reason(self, desk: Desk, factory: Factory, owner_db: Database) -> None:
+    async def test_pauses_follow_the_hold_reason(
+        self, desk: Desk, factory: Factory, owner_db: Database
+    ) -> None:
         await publish(desk, factory)
         incident = await desk.raise_incident(impact=2, urgency=2)  # P3: 60 min response, 24 h resolution
         await backdate(owner_db, incident["id"], timedelta(minutes=90))
@@ -142,19 +188,28 @@ class TestClocks:
         await desk.move(incident, "on_hold", on_hold_reason="awaiting_vendor")  # does not pause
         await desk.move(incident, "in_progress")
         await desk.move(incident, "on_hold", on_hold_reason="awaiting_caller")  # pauses
-        sla = (await desk.client.get(f"/api/v1/incidents/{incident['id']}/sla", headers=await desk.as_admin())).json()
+        sla = (
+            await desk.client.get(f"/api/v1/incidents/{incident['id']}/sla", headers=await desk.as_admin())
+        ).json()
         resolution = next(c for c in sla["clocks"] if c["target"] == "resolution")
         assert resolution["status"] == "paused"
         kinds = {(s["kind"], s["state"]) for s in resolution["segments"]}
         assert ("counted", "on_hold:awaiting_vendor") in kinds
         assert ("paused", "on_hold:awaiting_caller") in kinds
         assert sum(s["seconds"] for s in resolution["segments"]) == pytest.approx(
-            resolution["elapsed_seconds"] + resolution["paused_seconds"] + resolution["outside_hours_seconds"], abs=2
+            resolution["elapsed_seconds"]
+            + resolution["paused_seconds"]
+            + resolution["outside_hours_seconds"],
+            abs=2,
         )
         response = next(c for c in sla["clocks"] if c["target"] == "response")
-        assert response["status"] == "breached", "the first response came after 90 minutes against a 60 minute target"
+        assert response["status"] == "breached", (
+            "the first response came after 90 minutes against a 60 minute target"
+        )
 
-    async def test_business_hours_calendar_of_the_tenant(self, desk: Desk, factory: Factory, owner_db: Database) -> None:
+    async def test_business_hours_calendar_of_the_tenant(
+        self, desk: Desk, factory: Factory, owner_db: Database
+    ) -> None:
         from msp_platform.models.tenant import Tenant
 
         async with owner_db.dangerously_unscoped_session() as session:
@@ -163,30 +218,45 @@ class TestClocks:
                 .where(Tenant.id == desk.tenant.id)
                 .values(
                     timezone="America/New_York",
-                    business_calendar={"hours": [{"weekday": d, "start": "08:00", "end": "17:00"} for d in range(5)], "holidays": []},
+                    business_calendar={
+                        "hours": [{"weekday": d, "start": "08:00", "end": "17:00"} for d in range(5)],
+                        "holidays": [],
+                    },
                 )
             )
             await session.commit()
         await publish(desk, factory, {**POLICY, "calendar": "business_hours"})
         incident = await desk.raise_incident(impact=1, urgency=1)
-        sla = (await desk.client.get(f"/api/v1/incidents/{incident['id']}/sla", headers=await desk.as_admin())).json()
+        sla = (
+            await desk.client.get(f"/api/v1/incidents/{incident['id']}/sla", headers=await desk.as_admin())
+        ).json()
         assert sla["calendar"] == "tenant business hours (America/New_York)"
         assert {c["status"] for c in sla["clocks"]} <= {"running", "paused"}
 
 
 class TestAnnouncements:
-    async def test_breach_is_announced_once(self, app: Litestar, desk: Desk, factory: Factory, owner_db: Database) -> None:
+    async def test_breach_is_announced_once(
+        self, app: Litestar, desk: Desk, factory: Factory, owner_db: Database
+    ) -> None:
         await publish(desk, factory)
         incident = await desk.raise_incident(impact=1, urgency=1)  # P1: response 15 min
         await backdate(owner_db, incident["id"], timedelta(minutes=20))
         # Any incident event makes the SLA job recompute; the 50/75% warnings and the breach are all past.
         await desk.client.post(
-            f"/api/v1/incidents/{incident['id']}/comments", json={"body": "note", "visibility": "internal"}, headers=await desk.as_agent()
+            f"/api/v1/incidents/{incident['id']}/comments",
+            json={"body": "note", "visibility": "internal"},
+            headers=await desk.as_agent(),
         )
         await drain(app)
         await drain(app)  # and again: nothing new
-        history = (await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent())).json()
-        announced = [(e["type"], e["data"]["target"], e["data"]["percent"]) for e in history if e["type"].startswith("sla_")]
+        history = (
+            await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent())
+        ).json()
+        announced = [
+            (e["type"], e["data"]["target"], e["data"]["percent"])
+            for e in history
+            if e["type"].startswith("sla_")
+        ]
         assert sorted(announced) == [
             ("sla_breached", "response", 100),
             ("sla_warning", "response", 50),
@@ -194,15 +264,25 @@ class TestAnnouncements:
         ]
         async with owner_db.dangerously_unscoped_session() as session:
             notices = await session.scalar(
-                select(func.count()).select_from(SlaNotice).where(SlaNotice.incident_id == uuid.UUID(incident["id"]))
+                select(func.count())
+                .select_from(SlaNotice)
+                .where(SlaNotice.incident_id == uuid.UUID(incident["id"]))
             )
             stored = {
                 r.target: r.status
-                for r in (await session.scalars(select(IncidentSla).where(IncidentSla.incident_id == uuid.UUID(incident["id"])))).all()
+                for r in (
+                    await session.scalars(
+                        select(IncidentSla).where(IncidentSla.incident_id == uuid.UUID(incident["id"]))
+                    )
+                ).all()
             }
             pending = (
                 await session.scalars(
-                    select(Timer).where(Timer.subject_id == uuid.UUID(incident["id"]), Timer.fired_at.is_(None), Timer.cancelled_at.is_(None))
+                    select(Timer).where(
+                        Timer.subject_id == uuid.UUID(incident["id"]),
+                        Timer.fired_at.is_(None),
+                        Timer.cancelled_at.is_(None),
+                    )
                 )
             ).all()
         assert notices == 3
@@ -210,18 +290,26 @@ class TestAnnouncements:
         # The resolution thresholds are still ahead, each with its timer.
         assert sorted(t.key for t in pending) == ["1:resolution:100", "1:resolution:50", "1:resolution:75"]
 
-    async def test_duplicate_timer_messages_fire_once(self, app: Litestar, desk: Desk, factory: Factory, owner_db: Database) -> None:
+    async def test_duplicate_timer_messages_fire_once(
+        self, app: Litestar, desk: Desk, factory: Factory, owner_db: Database
+    ) -> None:
         from msp_platform.worker.outbox import PENDING_KEY, enqueue, send_after_commit
 
         await publish(desk, factory)
         incident = await desk.raise_incident(impact=1, urgency=1)
         await backdate(owner_db, incident["id"], timedelta(minutes=20))
-        await desk.client.post(f"/api/v1/incidents/{incident['id']}/comments", json={"body": "poke"}, headers=await desk.as_admin())
+        await desk.client.post(
+            f"/api/v1/incidents/{incident['id']}/comments",
+            json={"body": "poke"},
+            headers=await desk.as_admin(),
+        )
         services = services_of(app)
         # Before the worker runs, queue every timer of the incident ten more times.
         await drain(app)
         async with owner_db.dangerously_unscoped_session() as session:
-            timer_rows = (await session.scalars(select(Timer).where(Timer.subject_id == uuid.UUID(incident["id"])))).all()
+            timer_rows = (
+                await session.scalars(select(Timer).where(Timer.subject_id == uuid.UUID(incident["id"])))
+            ).all()
         async with services.db.session() as session:
             from msp_platform.authz.service import system_tenant_context
             from msp_platform.db.session import set_tenant_context
@@ -234,13 +322,17 @@ class TestAnnouncements:
             await session.commit()
         await send_after_commit(services.broker, services.db.sessionmaker, pending)
         await drain(app)
-        history = (await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent())).json()
+        history = (
+            await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent())
+        ).json()
         assert len([e for e in history if e["type"] == "sla_breached"]) == 1
         assert len([e for e in history if e["type"] == "sla_warning"]) == 2
 
 
 class TestRecalculation:
-    async def test_diff_then_apply(self, app: Litestar, desk: Desk, factory: Factory, owner_db: Database) -> None:
+    async def test_diff_then_apply(
+        self, app: Litestar, desk: Desk, factory: Factory, owner_db: Database
+    ) -> None:
         v1 = await publish(desk, factory)
         fast = await desk.raise_incident(impact=1, urgency=1)
         await backdate(owner_db, fast["id"], timedelta(minutes=10))
@@ -249,20 +341,35 @@ class TestRecalculation:
         await publish(desk, factory, strict)
         admin = await factory.staff(role="msp_admin", tier=None)
         headers = await factory.headers(admin, tenant=desk.tenant)
-        window = {"opened_from": "2000-01-01T00:00:00Z", "opened_to": "2100-01-01T00:00:00Z", "policy_version": 2}
+        window = {
+            "opened_from": "2000-01-01T00:00:00Z",
+            "opened_to": "2100-01-01T00:00:00Z",
+            "policy_version": 2,
+        }
         preview = await desk.client.post("/api/v1/sla/recalculate", json=window, headers=headers)
         assert preview.status_code == 200, preview.text
         body = preview.json()
         assert (body["examined"], body["applied"]) == (1, False)
         change = body["changes"][0]
         assert (change["key"], change["target"], change["before"]["status"], change["after"]["status"]) == (
-            fast["key"], "response", "met", "breached",
+            fast["key"],
+            "response",
+            "met",
+            "breached",
         )
-        assert (await desk.client.get(f"/api/v1/incidents/{fast['id']}/sla", headers=headers)).json()["policy_version"] == v1["version"]
-        applied = await desk.client.post("/api/v1/sla/recalculate", json={**window, "apply": True}, headers=headers)
+        assert (await desk.client.get(f"/api/v1/incidents/{fast['id']}/sla", headers=headers)).json()[
+            "policy_version"
+        ] == v1["version"]
+        applied = await desk.client.post(
+            "/api/v1/sla/recalculate", json={**window, "apply": True}, headers=headers
+        )
         assert applied.json()["applied"] is True
-        assert (await desk.client.get(f"/api/v1/incidents/{fast['id']}/sla", headers=headers)).json()["policy_version"] == 2
-        bad = await desk.client.post("/api/v1/sla/recalculate", json={**window, "policy_version": 99}, headers=headers)
+        assert (await desk.client.get(f"/api/v1/incidents/{fast['id']}/sla", headers=headers)).json()[
+            "policy_version"
+        ] == 2
+        bad = await desk.client.post(
+            "/api/v1/sla/recalculate", json={**window, "policy_version": 99}, headers=headers
+        )
         assert bad.status_code == 422
 
 
@@ -270,6 +377,14 @@ async def test_cross_tenant(desk: Desk, factory: Factory, client: AsyncClient) -
     await publish(desk, factory)
     other = await factory.tenant()
     other_admin = await factory.user(other, role="tenant_admin")
-    theirs = (await client.post("/api/v1/incidents", json={"title": "theirs"}, headers=await factory.headers(other_admin))).json()
-    assert (await client.get(f"/api/v1/incidents/{theirs['id']}/sla", headers=await desk.as_admin())).status_code == 404
-    assert (await client.get("/api/v1/sla/policy", headers=await factory.headers(other_admin))).status_code == 404
+    theirs = (
+        await client.post(
+            "/api/v1/incidents", json={"title": "theirs"}, headers=await factory.headers(other_admin)
+        )
+    ).json()
+    assert (
+        await client.get(f"/api/v1/incidents/{theirs['id']}/sla", headers=await desk.as_admin())
+    ).status_code == 404
+    assert (
+        await client.get("/api/v1/sla/policy", headers=await factory.headers(other_admin))
+    ).status_code == 404

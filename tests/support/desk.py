@@ -3,7 +3,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from httpx import AsyncClient
 from tests.conftest import Factory, Person
 
@@ -58,17 +57,3 @@ class Desk:
             json=body,
             headers=headers or await self.as_agent(),
         )
-
-
-@pytest.fixture
-async def desk(factory: Factory, client: AsyncClient) -> Desk:
-    tenant = await factory.tenant()
-    return Desk(
-        tenant=tenant,
-        admin=await factory.user(tenant, role="tenant_admin"),
-        user=await factory.user(tenant),
-        agent=await factory.staff(role="msp_agent", tier=1, grants=[tenant]),
-        l3=await factory.staff(role="msp_agent", tier=3, grants=[tenant]),
-        client=client,
-        factory=factory,
-    )
