@@ -365,7 +365,11 @@ class TestBadRows:
         report = partial.json()
         assert (report["dry_run"], report["committed"], report["failed"]) == (True, False, 16)
         # A dry run previews what each good row would do.
-        assert {r["status"] for r in report["rows"] if r["row"] not in expected} <= {"created", "updated", "unchanged"}
+        assert {r["status"] for r in report["rows"] if r["row"] not in expected} <= {
+            "created",
+            "updated",
+            "unchanged",
+        }
         atomic = await post_csv(client, inv.headers, body, dry_run=True)
         assert atomic.status_code == 422, "an atomic dry run says the import would be refused"
         clean = to_csv([["laptop", "DRY-1"], ["laptop", "STORED-1"]], ["kind", "serial"])

@@ -381,7 +381,9 @@ class TestVisibility:
         async with owner_db.dangerously_unscoped_session() as session:
             rows = (
                 await session.scalars(
-                    select(OutboxMessage).where(OutboxMessage.actor_name == "tests.incident_listener")
+                    select(OutboxMessage)
+                    .where(OutboxMessage.actor_name == "tests.incident_listener")
+                    .order_by(OutboxMessage.created_at, OutboxMessage.id)
                 )
             ).all()
         mine = [r.kwargs for r in rows if r.kwargs["payload"]["incident_id"] == incident["id"]]

@@ -67,6 +67,7 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             Scope.incidents_write,
             Scope.sla_read,
             Scope.reports_read,
+            Scope.oncall_read,
             Scope.audit_read,
             Scope.clients_read,
             Scope.clients_write,

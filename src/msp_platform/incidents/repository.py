@@ -204,7 +204,9 @@ class IncidentRepository:
         """The incident's last event number, with the incident row locked (PostgreSQL) so that two
         transactions appending to one incident's log take turns instead of colliding on a number."""
         if self._locks:
-            await self.session.execute(select(Incident.id).where(Incident.id == incident_id).with_for_update())
+            await self.session.execute(
+                select(Incident.id).where(Incident.id == incident_id).with_for_update()
+            )
         found = await self.session.scalar(
             select(func.max(IncidentEvent.seq)).where(IncidentEvent.incident_id == incident_id)
         )

@@ -277,7 +277,12 @@ async def read_import(
             )
         data = await upload.read()
         # Litestar keeps the part's parameters (charset) in its headers, not in content_type.
-        part_header = upload.headers.get("content-type") or upload.headers.get("Content-Type") or upload.content_type or ""
+        part_header = (
+            upload.headers.get("content-type")
+            or upload.headers.get("Content-Type")
+            or upload.content_type
+            or ""
+        )
         part_type = part_header.lower()
         if part_type.startswith("application/json") or upload.filename.lower().endswith(".json"):
             return parse_json(data, columns=columns)

@@ -129,7 +129,8 @@ async def capture_idempotent_response(response: Response[Any]) -> Response[Any]:
     state = request_state_var.get()
     if state is None or not state.get(STATE_CAPTURE):
         return response
-    media_type = response.media_type if isinstance(response.media_type, str) else str(response.media_type)
+    # A handler returning Response(...) without a media type means JSON, as Litestar renders it.
+    media_type = str(response.media_type or "application/json")
     if isinstance(response.content, bytes):
         body = response.content
     else:
