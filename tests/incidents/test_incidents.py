@@ -59,6 +59,20 @@ class TestNumbering:
         monkeypatch.undo()
         assert (await desk.raise_incident(headers))["number"] == 2
 
+    async def test_an_idempotency_key_raises_one_incident(self, desk: Desk) -> None:
+        headers = {**await desk.as_admin(), "Idempotency-Key": "raise-once"}
+        responses = await asyncio.gather(
+            *(
+                desk.client.post("/api/v1/incidents", json={"title": "Pharmacy printer"}, headers=headers)
+                for _ in range(20)
+            )
+        )
+        assert [r.status_code for r in responses] == [201] * 20
+        assert len({r.json()["id"] for r in responses}) == 1
+        assert all(r.headers["etag"] == '"1"' for r in responses)
+        listed = (await desk.client.get("/api/v1/incidents", headers=await desk.as_admin())).json()["items"]
+        assert len(listed) == 1
+
     async def test_numbers_are_per_tenant(self, factory: Factory, client: AsyncClient) -> None:
         for _ in range(2):
             tenant = await factory.tenant()

@@ -27,7 +27,7 @@ from msp_platform.models.idempotency import IdempotencyRecord
 HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-REPLAYED_HEADERS = ("content-type", "location")
+REPLAYED_HEADERS = ("content-type", "location", "etag")
 
 
 @dataclass(frozen=True)
