@@ -96,3 +96,80 @@ def test_embedded_service_end_to_end(embedded: tuple[str, dict[str, str], Path])
             output, _ = server.communicate()
     assert server.returncode in (0, -15), output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_demo_onboarding_flow(embedded: tuple[str, dict[str, str], Path]) -> None:
+    """The issue's walk-through: demo manifests, sign in as the tenant admin, onboard 1,000 users and devices
+    from CSV files, read them back."""
+    import json
+
+    base, env, var = embedded
+    server = subprocess.Popen(
+        [*MSP, "serve", "--demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.2)
+        credentials = json.loads((var / "demo-credentials.json").read_text())
+        _run(
+            ["demo", "onboarding-csv", "--out", str(var / "csv"), "--users", "1000", "--devices", "1000"], env
+        )
+        signed_in = httpx.post(
+            f"{base}/api/v1/auth/sign-in",
+            json={
+                "email": credentials["tenant_admin_email"],
+                "password": credentials["tenant_admin_password"],
+                "tenant": "st-marys",
+            },
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        headers = {"Authorization": f"Bearer {signed_in.json()['access_token']}", "content-type": "text/csv"}
+        for kind in ("users", "devices"):
+            body = (var / "csv" / f"{kind}.csv").read_bytes()
+            report = httpx.post(
+                f"{base}/api/v1/{kind}/import",
+                params={"mode": "atomic"},
+                content=body,
+                headers=headers,
+                timeout=120,
+            )
+            assert report.status_code == 200, report.text
+            assert (report.json()["created"], report.json()["failed"]) == (1000, 0)
+        read = {"Authorization": headers["Authorization"]}
+        users = httpx.get(
+            f"{base}/api/v1/users", params={"limit": 200, "department": "Pharmacy"}, headers=read
+        ).json()
+        assert users["items"]
+        assert all(u["department"] == "Pharmacy" for u in users["items"])
+        devices = httpx.get(
+            f"{base}/api/v1/devices", params={"limit": 5, "kind": "laptop"}, headers=read
+        ).json()
+        assert devices["items"]
+        assert all(d["kind"] == "laptop" for d in devices["items"])
+        client_token = httpx.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(credentials["client_id"], credentials["client_secret"]),
+        )
+        assert client_token.status_code == 200
+        me = httpx.get(
+            f"{base}/api/v1/me", headers={"Authorization": f"Bearer {client_token.json()['access_token']}"}
+        ).json()
+        assert me["kind"] == "client"
+    finally:
+        server.terminate()
+        try:
+            output, _ = server.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output, _ = server.communicate()
+    assert "Traceback" not in output, output

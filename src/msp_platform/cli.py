@@ -282,6 +282,38 @@ class _owner_session:
         await self.db.dispose()
 
 
+@main.group()
+def demo() -> None:
+    """Helpers for trying the platform."""
+
+
+@demo.command("onboarding-csv")
+@click.option(
+    "--tenant", "tenant_slug", default="st-marys", show_default=True, help="A manifest in tenants/."
+)
+@click.option("--users", type=int, default=1000, show_default=True)
+@click.option("--devices", type=int, default=1000, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
+def demo_onboarding_csv(tenant_slug: str, users: int, devices: int, out: Path) -> None:
+    """Write users.csv and devices.csv for POST /api/v1/users/import and /api/v1/devices/import, using the
+    tenant's site codes from its manifest."""
+    import yaml
+
+    from msp_platform.onboarding_csv import write_onboarding_files
+
+    settings = get_settings()
+    manifest_path = settings.tenants_dir / f"{tenant_slug}.yaml"
+    if not manifest_path.exists():
+        raise click.UsageError(f"no manifest {manifest_path}")
+    manifest = yaml.safe_load(manifest_path.read_text())
+    codes = [site["code"] for site in manifest.get("sites", [])] or [""]
+    domain = f"{tenant_slug.replace('-', '')}.example"
+    users_path, devices_path = write_onboarding_files(
+        out, domain=domain, site_codes=codes, users=users, devices=devices
+    )
+    click.echo(f"{users_path} ({users} users)\n{devices_path} ({devices} devices)")
+
+
 def _register_domain_commands() -> None:
     from msp_platform.audit.cli import audit_cli
 
