@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
+from dramatiq.brokers.stub import StubBroker
 from httpx import ASGITransport, AsyncClient
 from litestar import Litestar
 
@@ -37,6 +38,7 @@ from msp_platform.kit.ids import new_id
 from msp_platform.models.staff import StaffGrant, StaffMember, StaffRole
 from msp_platform.models.tenant import Tenant, TenantStatus
 from msp_platform.models.user import User, UserRole
+from msp_platform.state import services_of
 
 if TYPE_CHECKING:
     from tests.support.desk import Desk
@@ -154,6 +156,25 @@ def pg_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 @pytest.fixture(scope="session")
 async def app(backend: Backend) -> Litestar:
     return create_app(backend.settings)
+
+
+@pytest.fixture(autouse=True)
+def fresh_in_process_broker(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with empty in-process queues. A StubBroker worker stopped before a delayed message
+    (a retry's backoff, a timer's ETA) is due drops it without marking it done, and every later
+    ``broker.join(queue)`` of the session would wait for it forever."""
+    yield
+    if "app" not in request.fixturenames:
+        return
+    broker = services_of(request.getfixturevalue("app")).broker
+    if not isinstance(broker, StubBroker):
+        return
+    for queue in broker.queues.values():
+        with queue.mutex:
+            queue.queue.clear()
+            queue.unfinished_tasks = 0
+            queue.all_tasks_done.notify_all()
+            queue.not_full.notify_all()
 
 
 @asynccontextmanager

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from enum import Enum
 from typing import Any
 
 from litestar import Request, Response
@@ -130,7 +131,9 @@ async def capture_idempotent_response(response: Response[Any]) -> Response[Any]:
     if state is None or not state.get(STATE_CAPTURE):
         return response
     # A handler returning Response(...) without a media type means JSON, as Litestar renders it.
-    media_type = str(response.media_type or "application/json")
+    # MediaType is a str enum whose str() in Python 3.11 is "MediaType.JSON": take its value.
+    raw_media_type = response.media_type or "application/json"
+    media_type = raw_media_type.value if isinstance(raw_media_type, Enum) else str(raw_media_type)
     if isinstance(response.content, bytes):
         body = response.content
     else:
