@@ -13,6 +13,7 @@ from msp_platform.identity.endpoints import (
     UserController,
 )
 from msp_platform.incidents.endpoints import IncidentController, PriorityMatrixController
+from msp_platform.integrations.endpoints import WebhookController
 from msp_platform.oncall.endpoints import OncallFeedController, OncallScheduleController
 from msp_platform.sites.endpoints import SiteController
 from msp_platform.sla.endpoints import SlaController
@@ -30,6 +31,7 @@ API_CONTROLLERS: list[Any] = [
     IncidentController,
     PriorityMatrixController,
     SlaController,
+    WebhookController,
     OncallScheduleController,
     OncallFeedController,
 ]

@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Outgoing email (the ``email`` notification channel). No host: the channel is off.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65_535)  # 465 = implicit TLS
+    smtp_from: str = "msp-platform@localhost"
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+
     tenants_dir: Path = PROJECT_ROOT / "tenants"
     billing_dir: Path = PROJECT_ROOT / "billing"
     integrations_dir: Path = PROJECT_ROOT / "integrations"

@@ -81,4 +81,5 @@ TASK_MODULES: list[str] = [
     "msp_platform.kit.timers",
     "msp_platform.sla.service",
     "msp_platform.sla.tasks",
+    "msp_platform.integrations.tasks",
 ]
