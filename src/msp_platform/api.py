@@ -6,6 +6,7 @@ from typing import Any
 
 from msp_platform.audit.endpoints import AuditController
 from msp_platform.devices.endpoints import DeviceController
+from msp_platform.escalations.endpoints import EscalationPolicyController, PageController
 from msp_platform.identity.endpoints import (
     ClientController,
     InvitationAcceptController,
@@ -31,6 +32,8 @@ API_CONTROLLERS: list[Any] = [
     IncidentController,
     PriorityMatrixController,
     SlaController,
+    EscalationPolicyController,
+    PageController,
     WebhookController,
     OncallScheduleController,
     OncallFeedController,

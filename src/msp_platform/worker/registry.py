@@ -81,5 +81,7 @@ TASK_MODULES: list[str] = [
     "msp_platform.kit.timers",
     "msp_platform.sla.service",
     "msp_platform.sla.tasks",
+    "msp_platform.escalations.service",
+    "msp_platform.escalations.tasks",
     "msp_platform.integrations.tasks",
 ]
