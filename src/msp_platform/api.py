@@ -16,6 +16,7 @@ from msp_platform.identity.endpoints import (
 from msp_platform.incidents.endpoints import IncidentController, PriorityMatrixController
 from msp_platform.integrations.endpoints import WebhookController
 from msp_platform.oncall.endpoints import OncallFeedController, OncallScheduleController
+from msp_platform.reports.endpoints import ReportController
 from msp_platform.sites.endpoints import SiteController
 from msp_platform.sla.endpoints import SlaController
 from msp_platform.tenants.endpoints import TenantController
@@ -35,6 +36,7 @@ API_CONTROLLERS: list[Any] = [
     EscalationPolicyController,
     PageController,
     WebhookController,
+    ReportController,
     OncallScheduleController,
     OncallFeedController,
 ]
