@@ -27,6 +27,7 @@ PUBLIC_OPERATIONS = {
     ("GET", "/.well-known/oauth-authorization-server"),
     ("POST", "/api/v1/auth/sign-in"),
     ("POST", "/api/v1/auth/accept-invitation"),
+    ("GET", "/api/v1/oncall/feeds/{token}/calendar.ics"),
 }
 
 
@@ -215,3 +216,35 @@ async def test_readiness_fails_when_the_schema_is_behind(tmp_path: Path) -> None
         response = await http.get("/readyz")
     assert response.status_code == 503
     assert "msp db upgrade" in response.json()["checks"]["database"]
+
+
+async def test_rate_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
+    from tests.conftest import Factory
+
+    from msp_platform.db import migrate
+    from msp_platform.db.engine import Database
+
+    settings = base_settings(
+        tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'rl.db'}", rate_limit_per_minute=5
+    )
+    await migrate.upgrade(settings)
+    db = Database.create(settings)
+    try:
+        async with serving(create_app(settings)) as http:
+            factory = Factory(db, http)
+            tenant = await factory.tenant()
+            one, two = await factory.user(tenant), await factory.user(tenant)
+            headers = await factory.headers(one)
+            statuses = [(await http.get("/api/v1/me", headers=headers)).status_code for _ in range(5)]
+            assert statuses == [200] * 5
+            limited = await http.get("/api/v1/me", headers=headers)
+            assert limited.status_code == 429
+            assert limited.headers["content-type"] == "application/problem+json"
+            assert 1 <= int(limited.headers["retry-after"]) <= 60
+            assert limited.json()["type"] == "/problems/rate-limited"
+            # The limit is per caller: someone else is not affected.
+            assert (await http.get("/api/v1/me", headers=await factory.headers(two))).status_code == 200
+            ok = await http.get("/api/v1/me", headers=await factory.headers(two))
+            assert ok.headers["ratelimit-limit"] == "5"
+    finally:
+        await db.dispose()
