@@ -109,6 +109,9 @@ class _Acks:
         self.factory = factory
         self.ids: list[uuid.UUID] = []
         self.task: asyncio.Task[None] | None = None
+        # A flush that has taken ids but not yet committed must be waited for, or a caller of
+        # flush_acks() would see an empty list and return before the UPDATE is visible.
+        self.lock = asyncio.Lock()
 
     def add(self, ids: list[uuid.UUID]) -> None:
         self.ids.extend(ids)
@@ -120,6 +123,10 @@ class _Acks:
         await self.flush()
 
     async def flush(self) -> None:
+        async with self.lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         while self.ids:
             batch, self.ids = self.ids[:1000], self.ids[1000:]
             try:
