@@ -21,6 +21,7 @@ from msp_platform.db.engine import Database
 from msp_platform.health.endpoints import HealthController
 from msp_platform.kit.docs import ProblemDocsController
 from msp_platform.kit.idempotency import IdempotentReplay
+from msp_platform.kit.input_guard import refuse_nul_characters
 from msp_platform.kit.logging import configure_logging, get_logger
 from msp_platform.kit.middleware import RequestContextMiddleware, add_request_id_header
 from msp_platform.kit.openapi import document_problems, openapi_config
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[RequestContextMiddleware(), AuthenticationMiddleware()],
         exception_handlers={IdempotentReplay: _replay_handler, Exception: exception_handler},
+        before_request=refuse_nul_characters,
         after_request=capture_idempotent_response,
         before_send=[add_request_id_header],
         openapi_config=openapi_config(_version()),

@@ -17,12 +17,14 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from msp_platform.authz.types import TenantScopeError
 from msp_platform.kit.errors import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_TYPES,
     BadRequest,
+    Conflict,
     FieldError,
     Forbidden,
     MethodNotAllowed,
@@ -30,6 +32,7 @@ from msp_platform.kit.errors import (
     PayloadTooLarge,
     PlatformError,
     RateLimited,
+    ServiceUnavailable,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
@@ -102,10 +105,48 @@ def _validation_errors(exc: ValidationException) -> list[FieldError]:
     return errors
 
 
+# SQLSTATEs a concurrent request causes: the caller may simply retry.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    orig = exc.orig
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+
+
+def translate_database_error(exc: DBAPIError) -> PlatformError | None:
+    """Database errors a request can cause: a conflict, a value the column cannot hold, a busy database.
+
+    Whatever raised them, the unit of work rolls the transaction back, so nothing is half-written."""
+    state = _sqlstate(exc)
+    if isinstance(exc, IntegrityError):
+        return Conflict(
+            "The change conflicts with stored data (a value that must be unique is taken, or a record it "
+            "refers to is missing or still in use). Nothing was saved."
+        )
+    if state in _RETRYABLE_SQLSTATES:
+        return Conflict(
+            "A concurrent request changed the same records; nothing was saved. Retry the request."
+        )
+    if isinstance(exc, DataError) or state.startswith("22"):
+        return ValidationFailed(
+            "A value cannot be stored: a number or date out of range, or text with a NUL character. "
+            "Nothing was saved."
+        )
+    if isinstance(exc, OperationalError):
+        return ServiceUnavailable("The database is not reachable right now; nothing was saved. Retry.")
+    return None
+
+
 def translate(exc: Exception) -> PlatformError:
     """Map framework and library exceptions onto the platform's problem types."""
     if isinstance(exc, PlatformError):
         return exc
+    if isinstance(exc, DBAPIError):
+        return translate_database_error(exc) or PlatformError("Internal server error.")
+    if isinstance(exc, OverflowError):
+        # Date arithmetic on a caller's bound near year 1 or 9999: the input, not the server, is at fault.
+        return ValidationFailed("A date or number in the request is outside the supported range.")
     if isinstance(exc, TenantScopeError):
         # A programming error, never the caller's: log it loudly and answer like any other 500.
         return PlatformError("Internal server error.")
