@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,11 +70,56 @@ async def test_every_operation_documents_its_problem_responses(client: AsyncClie
                 assert "application/problem+json" in responses["401"]["content"]
 
 
+# Public POSTs that do not honour Idempotency-Key (OAuth and sign-in answer fresh tokens every time).
+NON_IDEMPOTENT_POSTS = {
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/introspect"),
+    ("POST", "/oauth/revoke"),
+    ("POST", "/api/v1/auth/sign-in"),
+    ("POST", "/api/v1/auth/accept-invitation"),
+}
+
+
+async def test_operations_declare_the_tenant_and_idempotency_headers(client: AsyncClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    checked = {"tenant": 0, "idempotency": 0}
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            key = (method.upper(), path)
+            headers = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "header"}
+            if key in PUBLIC_OPERATIONS:
+                assert "MSP-Tenant" not in headers, key
+            elif path.startswith("/api/v1/"):
+                assert "MSP-Tenant" in headers, key
+                assert headers["MSP-Tenant"]["required"] is False
+                checked["tenant"] += 1
+            if method == "post" and key not in NON_IDEMPOTENT_POSTS:
+                assert "Idempotency-Key" in headers, key
+                assert headers["Idempotency-Key"]["schema"]["maxLength"] == 255
+                checked["idempotency"] += 1
+            elif method != "post" or key in NON_IDEMPOTENT_POSTS:
+                assert "Idempotency-Key" not in headers, key
+    assert checked["tenant"] >= 50
+    assert checked["idempotency"] >= 20
+
+
 async def test_the_docs_uis_are_served(client: AsyncClient) -> None:
     for path in ("/schema/scalar", "/schema/swagger"):
         response = await client.get(path)
         assert response.status_code == 200
         assert "text/html" in response.headers["content-type"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/schema/redoc", "/schema/nonexistent", "/schema/openapi.yml", "/schema/a/b", "/schema/x.json"]
+)
+async def test_unknown_schema_paths_are_problem_404s(client: AsyncClient, path: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/not-found"
 
 
 class TestProblems:
@@ -90,6 +136,17 @@ class TestProblems:
             "instance": "/no/such/thing",
             "request_id": response.headers["x-request-id"],
         }
+
+    async def test_head_healthz(self, client: AsyncClient) -> None:
+        response = await client.head("/healthz")
+        assert response.status_code == 200
+        assert response.content == b""
+
+    async def test_options_without_credentials_is_not_a_401(self, client: AsyncClient) -> None:
+        response = await client.options("/api/v1/me")
+        assert response.status_code == 204, response.text
+        assert "GET" in response.headers["allow"]
+        assert response.content == b""
 
     async def test_method_not_allowed(self, client: AsyncClient) -> None:
         response = await client.delete("/healthz")
@@ -241,6 +298,9 @@ async def test_rate_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
             assert limited.status_code == 429
             assert limited.headers["content-type"] == "application/problem+json"
             assert 1 <= int(limited.headers["retry-after"]) <= 60
+            assert limited.headers["ratelimit-limit"] == "5"
+            assert limited.headers["ratelimit-remaining"] == "0"
+            assert 1 <= int(limited.headers["ratelimit-reset"]) <= 60
             assert limited.json()["type"] == "/problems/rate-limited"
             # The limit is per caller: someone else is not affected.
             assert (await http.get("/api/v1/me", headers=await factory.headers(two))).status_code == 200
@@ -248,3 +308,57 @@ async def test_rate_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
             assert ok.headers["ratelimit-limit"] == "5"
     finally:
         await db.dispose()
+
+
+async def test_embedded_readiness_checks_the_worker_threads_and_the_scheduler(tmp_path: Path) -> None:
+    from msp_platform.db import migrate
+    from msp_platform.health.endpoints import STATE_LOOPS, STATE_WORKER
+
+    settings = base_settings(
+        tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'e.db'}",
+        embedded_worker=True,
+        worker_threads=2,
+    )
+    await migrate.upgrade(settings)
+    app = create_app(settings)
+    async with serving(app) as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["worker"].startswith("ok (2 threads")
+        assert ready.json()["checks"]["scheduler"].startswith("ok")
+        # The in-process worker threads die: jobs would wait forever, so the process is not ready.
+        threads = app.state[STATE_WORKER].worker.workers
+        for thread in threads:
+            thread.stop()
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 5)
+        response = await http.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        checks = response.json()["checks"]
+        assert checks["worker"].startswith("failed: 0/2 worker threads"), checks
+        assert checks["scheduler"].startswith("ok")
+        assert "worker" in response.json()["detail"]
+        await app.state[STATE_LOOPS].stop()
+        checks = (await http.get("/readyz")).json()["checks"]
+        assert checks["scheduler"].startswith("failed: stopped"), checks
+
+
+async def test_an_unreachable_redis_rate_limiter_fails_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis configured for the rate limits but down: requests are served (and a warning logged), not 500s."""
+    import logging
+
+    from msp_platform.kit.ratelimit import RateLimiter
+
+    limiter = RateLimiter("redis://127.0.0.1:1/0")
+    try:
+        with caplog.at_level(logging.WARNING):
+            verdicts = [await limiter.hit("caller", limit=2, window=60) for _ in range(5)]
+    finally:
+        await limiter.close()
+    assert all(v.remaining == 2 for v in verdicts)
+    warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(warnings) == 1, "warned once, not once per request"

@@ -173,3 +173,29 @@ def test_demo_onboarding_flow(embedded: tuple[str, dict[str, str], Path]) -> Non
             server.kill()
             output, _ = server.communicate()
     assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so_reuseport"])
+def test_serve_refuses_a_port_already_in_use(
+    embedded: tuple[str, dict[str, str], Path], reuse_port: bool
+) -> None:
+    """A second instance must not share the port (granian binds with SO_REUSEPORT, like a running one)."""
+    _, env, var = embedded
+    with socket.socket() as busy:
+        if reuse_port:
+            busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [*MSP, "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert f"127.0.0.1:{port} is already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (var / "msp.db").exists(), "nothing was started"

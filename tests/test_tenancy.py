@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from tests.conftest import Backend, Factory
 
-from msp_platform.app import assert_rls_safe_role
+from msp_platform.app import assert_owner_bypasses_rls, assert_rls_safe_role
 from msp_platform.authz.types import AccessibleTenantId, TenantContext, TenantScopeError
 from msp_platform.config import Settings
 from msp_platform.db.engine import Database
@@ -224,3 +226,122 @@ class TestRowLevelSecurity:
         with pytest.raises(RuntimeError, match="bypasses row-level security"):
             await assert_rls_safe_role(db)
         await db.dispose()
+
+
+class TestCompositeForeignKeys:
+    """The database itself refuses a row of tenant A that points at tenant B's row (composite foreign keys
+    on (tenant_id, id)), even written as the owner with no ORM scoping and no row-level security."""
+
+    async def _attempt(self, owner_db: Database, row: object) -> None:
+        async with owner_db.dangerously_unscoped_session() as session:
+            session.add(row)
+            await session.flush()
+            await session.rollback()
+
+    async def test_a_cross_tenant_reference_is_an_integrity_error(
+        self, factory: Factory, owner_db: Database, backend: Backend
+    ) -> None:
+        from msp_platform.kit.time import utcnow
+        from msp_platform.models.device import Device
+        from msp_platform.models.incident import Incident
+        from msp_platform.models.site import Site
+
+        a, b = await factory.tenant(), await factory.tenant()
+        ua, ub = await factory.user(a), await factory.user(b)
+        site_b = Site(tenant_id=b.id, id=new_id(), code="B1", name="B site")
+        async with owner_db.dangerously_unscoped_session() as session:
+            session.add(site_b)
+            await session.commit()
+
+        def device(**refs: object) -> Device:
+            return Device(tenant_id=a.id, id=new_id(), kind="laptop", **refs)
+
+        def incident(**refs: object) -> Incident:
+            return Incident(
+                tenant_id=a.id,
+                id=new_id(),
+                number=1,
+                key=f"X-{new_id().hex[:6]}",
+                title="t",
+                reported_by="test",
+                channel="portal",
+                impact=3,
+                urgency=3,
+                priority=5,
+                priority_matrix_version=1,
+                opened_at=utcnow(),
+                **refs,
+            )
+
+        # The same rows pointing inside tenant A are fine: what fails below is the tenant, nothing else.
+        await self._attempt(owner_db, device(assigned_user_id=ua.id))
+        for row in (
+            device(assigned_user_id=ub.id),
+            device(site_id=site_b.id),
+            incident(caller_id=ub.id),
+            incident(site_id=site_b.id),
+            User(tenant_id=a.id, id=new_id(), email="x@a.example", name="x", site_id=site_b.id),
+        ):
+            with pytest.raises(IntegrityError):
+                await self._attempt(owner_db, row)
+
+
+@pytest.mark.postgres_only
+class TestOwnerRole:
+    """Cross-tenant sweeps run as the owner URL, which must bypass row-level security."""
+
+    def _settings(self, pg_backend: Backend, owner_url: str, env: str) -> Settings:
+        return Settings(
+            **{
+                **pg_backend.settings.model_dump(),
+                "database_owner_url": owner_url,
+                "env": env,
+                "issuer": "https://msp.example",
+                "secret_key": "x",
+            }
+        )
+
+    @pytest.mark.parametrize("owner", ["unset", "application role"])
+    async def test_an_owner_url_that_cannot_bypass_rls_refuses_production(
+        self, pg_backend: Backend, owner: str
+    ) -> None:
+        app_url = pg_backend.settings.effective_database_url
+        # The application role under another spelling of its URL: a distinct owner URL that cannot bypass.
+        owner_url = "" if owner == "unset" else app_url.replace("@127.0.0.1:", "@localhost:")
+        db = Database.create(self._settings(pg_backend, owner_url, "production"))
+        try:
+            with pytest.raises(RuntimeError, match="MSP_DATABASE_OWNER_URL"):
+                await assert_owner_bypasses_rls(db)
+        finally:
+            await db.dispose()
+
+    async def test_outside_production_it_is_logged_as_an_error(
+        self, pg_backend: Backend, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        db = Database.create(self._settings(pg_backend, "", "development"))
+        try:
+            with caplog.at_level(logging.ERROR):
+                await assert_owner_bypasses_rls(db)
+        finally:
+            await db.dispose()
+        assert any("MSP_DATABASE_OWNER_URL" in record.getMessage() for record in caplog.records)
+
+    async def test_a_superuser_or_bypassrls_owner_passes(self, pg_backend: Backend) -> None:
+        db = Database.create(
+            self._settings(pg_backend, pg_backend.settings.effective_owner_url, "production")
+        )
+        try:
+            assert await db.owner_rls_problem() is None
+            await assert_owner_bypasses_rls(db)
+        finally:
+            await db.dispose()
+
+    async def test_the_api_refuses_to_start_in_production(self, pg_backend: Backend) -> None:
+        from tests.conftest import serving
+
+        from msp_platform.app import create_app
+
+        app = create_app(self._settings(pg_backend, "", "production"))
+        with pytest.raises(RuntimeError, match="failed to start"):
+            async with serving(app):
+                pass

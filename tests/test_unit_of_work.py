@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tests.conftest import Factory
+
+from msp_platform.db.engine import Database
+from msp_platform.models.idempotency import IdempotencyRecord
 
 
 class FailNextCommit:
@@ -91,6 +96,27 @@ class TestIdempotencyKey:
         assert second.headers["idempotent-replayed"] == "true"
         assert second.json() == first.json()
         assert len(await _clients(client, headers)) == 1
+
+    async def test_stored_bodies_are_encrypted_and_replays_still_carry_the_secret(
+        self, factory: Factory, client: AsyncClient, owner_db: Database
+    ) -> None:
+        tenant = await factory.tenant()
+        admin = await factory.user(tenant, role="tenant_admin")
+        key = f"secret-at-rest-{uuid.uuid4().hex}"
+        headers = {**await factory.headers(admin), "Idempotency-Key": key}
+        first = await client.post("/api/v1/clients", json={"name": "shown once"}, headers=headers)
+        assert first.status_code == 201, first.text
+        secret = first.json()["client_secret"]
+        async with owner_db.dangerously_unscoped_session() as session:
+            stored = await session.scalar(
+                select(IdempotencyRecord.response_body).where(IdempotencyRecord.key == key)
+            )
+        assert stored is not None
+        assert secret.encode() not in stored
+        assert first.json()["client_id"].encode() not in stored
+        replay = await client.post("/api/v1/clients", json={"name": "shown once"}, headers=headers)
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["client_secret"] == secret
 
     async def test_same_key_different_body_is_refused(self, factory: Factory, client: AsyncClient) -> None:
         tenant = await factory.tenant()

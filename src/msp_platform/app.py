@@ -16,9 +16,9 @@ from msp_platform.auth.keys import KeyStore
 from msp_platform.auth.middleware import AuthenticationMiddleware
 from msp_platform.auth.server import MSPAuthorizationServer
 from msp_platform.auth.tokens import AccessTokenVerifier
-from msp_platform.config import BrokerKind, Settings, get_settings
+from msp_platform.config import BrokerKind, Environment, Settings, get_settings
 from msp_platform.db.engine import Database
-from msp_platform.health.endpoints import HealthController
+from msp_platform.health.endpoints import STATE_LOOPS, STATE_WORKER, HealthController
 from msp_platform.kit.docs import ProblemDocsController
 from msp_platform.kit.idempotency import IdempotentReplay
 from msp_platform.kit.input_guard import refuse_nul_characters
@@ -78,6 +78,17 @@ async def assert_rls_safe_role(db: Database) -> None:
         )
 
 
+async def assert_owner_bypasses_rls(db: Database) -> None:
+    """Cross-tenant system sweeps (``dangerously_unscoped_session``) need an owner URL that bypasses
+    row-level security. In production a missing bypass refuses to start; elsewhere it is logged loudly."""
+    problem = await db.owner_rls_problem()
+    if problem is None:
+        return
+    if db.settings.env is Environment.production:
+        raise RuntimeError(problem)
+    log.error("cross-tenant system jobs will see no rows", problem=problem)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -88,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         configure_logging(settings.log_level, json=settings.log_json)
         db = Database.create(settings)
         await assert_rls_safe_role(db)
+        await assert_owner_bypasses_rls(db)
         keys = KeyStore(settings)
         async with db.session() as session:
             await keys.ensure(session)
@@ -112,6 +124,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             worker.start()
             loops = BackgroundLoops(runtime, db)
             loops.start()
+        # Readiness checks these are alive (health.endpoints).
+        app.state[STATE_WORKER] = worker
+        app.state[STATE_LOOPS] = loops
         log.info(
             "msp-platform started",
             database=db.dialect,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Awaitable
@@ -12,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from msp_platform.config import BrokerKind, Settings, get_settings
+from msp_platform.config import BrokerKind, Settings, SettingsError, get_settings
 
 T = TypeVar("T")
 
@@ -21,12 +23,44 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-@click.group()
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:  # a wrong MSP_* variable is a message, not a traceback
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Main)
 def main() -> None:
     """msp-platform: multi-tenant MSP platform API."""
 
 
 # --- serve ------------------------------------------------------------------------------------------------
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse to start on an address something already listens on.
+
+    granian binds with SO_REUSEPORT, so a second instance on a busy port would start "successfully" and the
+    kernel would split connections between two unrelated servers. A plain bind (SO_REUSEADDR only, which
+    tolerates sockets in TIME_WAIT after a restart) fails instead."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot bind {host}:{port}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"{host}:{port} is already in use (another msp serve, or another program). Stop it, or "
+                    "choose another port with --port or MSP_PORT."
+                ) from exc
+            raise click.ClickException(f"cannot bind {host}:{port}: {exc.strerror or exc}") from exc
 
 
 @main.command()
@@ -40,17 +74,19 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     from granian.constants import Interfaces
 
     settings = get_settings()
+    address, bind_port = host or settings.host, port or settings.port
+    processes = workers or settings.api_workers
+    if processes > 1 and settings.broker_kind is BrokerKind.in_process:
+        raise click.UsageError("several API processes need a shared broker: set MSP_BROKER_URL")
+    ensure_port_free(address, bind_port)
     if demo:
         from msp_platform.demo import prepare_demo
 
         _run(prepare_demo(settings, echo=click.echo))
-    processes = workers or settings.api_workers
-    if processes > 1 and settings.broker_kind is BrokerKind.in_process:
-        raise click.UsageError("several API processes need a shared broker: set MSP_BROKER_URL")
     Granian(
         "msp_platform.asgi:app",
-        address=host or settings.host,
-        port=port or settings.port,
+        address=address,
+        port=bind_port,
         interface=Interfaces.ASGI,
         workers=processes,
         log_access=False,
@@ -78,6 +114,7 @@ def worker(threads: int | None, queues: str, no_scheduler: bool) -> None:
             "Set MSP_BROKER_URL=redis://... or amqp://... to run separate workers."
         )
     configure_logging(settings.log_level, json=settings.log_json)
+    _run(_check_owner_role(settings))
     broker = create_broker(settings)
     runtime = WorkerRuntime.install(settings, broker)
     work = dramatiq.Worker(
@@ -118,6 +155,19 @@ def worker(threads: int | None, queues: str, no_scheduler: bool) -> None:
     if loop_thread is not None:
         loop_thread.join(timeout=15)
     broker.close()
+
+
+async def _check_owner_role(settings: Settings) -> None:
+    from msp_platform.app import assert_owner_bypasses_rls
+    from msp_platform.db.engine import Database
+
+    db = Database.create(settings)
+    try:
+        await assert_owner_bypasses_rls(db)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        await db.dispose()
 
 
 # --- db ---------------------------------------------------------------------------------------------------
@@ -293,8 +343,10 @@ def demo() -> None:
 )
 @click.option("--users", type=int, default=1000, show_default=True)
 @click.option("--devices", type=int, default=1000, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("var"), show_default=True)
-def demo_onboarding_csv(tenant_slug: str, users: int, devices: int, out: Path) -> None:
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Directory  [default: MSP_VAR_DIR]"
+)
+def demo_onboarding_csv(tenant_slug: str, users: int, devices: int, out: Path | None) -> None:
     """Write users.csv and devices.csv for POST /api/v1/users/import and /api/v1/devices/import, using the
     tenant's site codes from its manifest."""
     import yaml
@@ -309,7 +361,7 @@ def demo_onboarding_csv(tenant_slug: str, users: int, devices: int, out: Path) -
     codes = [site["code"] for site in manifest.get("sites", [])] or [""]
     domain = f"{tenant_slug.replace('-', '')}.example"
     users_path, devices_path = write_onboarding_files(
-        out, domain=domain, site_codes=codes, users=users, devices=devices
+        out or settings.var_dir, domain=domain, site_codes=codes, users=users, devices=devices
     )
     click.echo(f"{users_path} ({users} users)\n{devices_path} ({devices} devices)")
 

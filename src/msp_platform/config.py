@@ -6,7 +6,7 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -23,6 +23,11 @@ class BrokerKind(StrEnum):
     in_process = "in-process"
     redis = "redis"
     rabbitmq = "rabbitmq"
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+AMQP_SCHEMES = ("amqp://", "amqps://")
+BROKER_SCHEMES = REDIS_SCHEMES + AMQP_SCHEMES
 
 
 class Settings(BaseSettings):
@@ -76,10 +81,26 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
+    # The MSP's own webhook for pages of MSP staff (chat, SMS or voice gateway): a Standard Webhooks signed
+    # ``page.triggered`` per staff page. No URL (or no ``whsec_`` secret): staff pages go by email only.
+    staff_page_webhook_url: str = ""
+    staff_page_webhook_secret: SecretStr | None = None
 
     tenants_dir: Path = PROJECT_ROOT / "tenants"
     billing_dir: Path = PROJECT_ROOT / "billing"
     integrations_dir: Path = PROJECT_ROOT / "integrations"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(BROKER_SCHEMES):
+            scheme = value.split("://", 1)[0] if "://" in value else value[:20]
+            raise ValueError(
+                f"must start with redis://, rediss://, unix://, amqp:// or amqps:// "
+                f"(got {scheme!r}); leave it unset for the in-process broker"
+            )
+        return value
 
     @field_validator("signing_alg")
     @classmethod
@@ -119,9 +140,9 @@ class Settings(BaseSettings):
     def broker_kind(self) -> BrokerKind:
         if not self.broker_url:
             return BrokerKind.in_process
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if self.broker_url.startswith(REDIS_SCHEMES):
             return BrokerKind.redis
-        if self.broker_url.startswith(("amqp://", "amqps://")):
+        if self.broker_url.startswith(AMQP_SCHEMES):
             return BrokerKind.rabbitmq
         raise ValueError(f"MSP_BROKER_URL must start with redis:// or amqp://, got {self.broker_url!r}")
 
@@ -141,5 +162,17 @@ class Settings(BaseSettings):
         return path.read_bytes().strip()
 
 
+class SettingsError(ValueError):
+    """The MSP_* environment is invalid; the message names each variable and what is wrong with it."""
+
+
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            ("MSP_" + "_".join(str(p) for p in error["loc"]).upper() + ": " if error["loc"] else "")
+            + str(error["msg"]).removeprefix("Value error, ")
+            for error in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None

@@ -117,7 +117,7 @@ class TestClientCredentials:
             ({"grant_type": "client_credentials", "scope": "staff:write"}, "ok", 400, "invalid_scope"),
             ({"grant_type": "client_credentials", "scope": "no-such:scope"}, "ok", 400, "invalid_scope"),
             ({"grant_type": "authorization_code", "code": "x"}, "ok", 400, "unsupported_grant_type"),
-            ({"grant_type": "password", "username": "a", "password": "b"}, "ok", 400, "invalid_client"),
+            ({"grant_type": "password", "username": "a", "password": "b"}, "ok", 401, "invalid_client"),
         ],
     )
     async def test_token_endpoint_errors_are_problems_with_oauth_fields(
@@ -445,3 +445,99 @@ class TestIntrospectionAndDiscovery:
         new = await factory.client_token(client_id, secret)
         assert jwt.decode(new, KeySet.import_key_set(jwks)).header["kid"] == new_kid
         assert (await client.get(API, headers=bearer(new))).status_code == 200
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# Protected headers an anonymous caller can send: every member is the caller's JSON, of any type.
+CRAFTED_HEADERS = {
+    "typ-number": b'{"alg":"ES256","typ":1}',
+    "typ-null": b'{"alg":"ES256","typ":null}',
+    "typ-list": b'{"alg":"ES256","typ":["at+jwt"]}',
+    "kid-list": b'{"alg":"ES256","typ":"at+jwt","kid":["a"]}',
+    "kid-object": b'{"alg":"ES256","typ":"at+jwt","kid":{"a":1}}',
+    "kid-number": b'{"alg":"ES256","typ":"at+jwt","kid":7}',
+    "alg-list": b'{"alg":["ES256"],"typ":"at+jwt","kid":"x"}',
+    "alg-object": b'{"alg":{"a":1},"typ":"at+jwt"}',
+    "header-array": b'["ES256"]',
+    "header-string": b'"at+jwt"',
+    "garbage-json": b'{"alg":"ES256",',
+    "not-utf8": b'{"alg":"\xff\xfe"}',
+}
+
+
+class TestCraftedInput:
+    """What an anonymous caller can send must never reach a 500."""
+
+    @pytest.mark.parametrize("case", sorted(CRAFTED_HEADERS))
+    async def test_crafted_jwt_headers_are_401_invalid_token(self, client: AsyncClient, case: str) -> None:
+        token = f"{_b64(CRAFTED_HEADERS[case])}.{_b64(b'{}')}.AAAA"
+        response = await client.get(API, headers=bearer(token))
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+    @pytest.mark.parametrize("case", ["typ-number", "kid-list", "kid-object", "alg-list", "garbage-json"])
+    async def test_crafted_jwt_headers_are_inactive_on_introspection_and_revocation(
+        self, factory: Factory, client: AsyncClient, case: str
+    ) -> None:
+        tenant = await factory.tenant()
+        client_id, secret = await factory.integration_client(tenant)
+        token = f"{_b64(CRAFTED_HEADERS[case])}.{_b64(b'{}')}.AAAA"
+        introspected = await client.post("/oauth/introspect", data={"token": token}, auth=(client_id, secret))
+        assert introspected.status_code == 200, introspected.text
+        assert introspected.json() == {"active": False}
+        revoked = await client.post("/oauth/revoke", data={"token": token, "client_id": "msp-console"})
+        assert revoked.status_code == 200, revoked.text
+
+    @pytest.mark.parametrize("path", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+    async def test_non_utf8_basic_credentials_are_invalid_client(
+        self, client: AsyncClient, path: str
+    ) -> None:
+        credentials = base64.b64encode(b"\xff\xfe:\xff").decode()
+        response = await client.post(
+            path,
+            data={"grant_type": "client_credentials", "token": "x"},
+            headers={"Authorization": f"Basic {credentials}"},
+        )
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert (body["error"], body["type"], body["status"]) == (
+            "invalid_client",
+            "/problems/oauth-invalid-client",
+            401,
+        )
+        assert response.headers["www-authenticate"].startswith("Basic")
+
+    async def test_percent_encoded_nul_in_a_basic_client_id_is_invalid_client(
+        self, client: AsyncClient
+    ) -> None:
+        credentials = base64.b64encode(b"cli%00x:secret").decode()
+        response = await client.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {credentials}"},
+        )
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "invalid_client"
+
+    async def test_invalid_client_is_401_with_client_secret_post_too(
+        self, factory: Factory, client: AsyncClient
+    ) -> None:
+        tenant = await factory.tenant()
+        client_id, secret = await factory.integration_client(tenant)
+        forms = [
+            {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "wrong"},
+            # A grant this client may not authenticate for: Authlib alone answers 400 here.
+            {"grant_type": "password", "username": "a", "password": "b", "client_id": client_id},
+            {"grant_type": "password", "username": "a", "password": "b", "client_id": "\u00ff\u00fe"},
+        ]
+        for form in forms:
+            response = await client.post("/oauth/token", data={"client_secret": secret, **form})
+            assert response.status_code == 401, response.text
+            assert response.json()["type"] == "/problems/oauth-invalid-client"
+            assert response.json()["status"] == 401
+            assert response.headers["www-authenticate"].startswith("Basic")

@@ -99,6 +99,7 @@ class TestInProcess:
             await anyio.to_thread.run_sync(services.broker.join, "default")
         assert await user_name(owner_db, person.id) == "renamed-by-job"
         assert tenant.id in SEEN_TENANTS
+        assert pending[0].id.version == 7, "outbox ids are UUIDv7 like every other key"
         await outbox.flush_acks()
         async with owner_db.dangerously_unscoped_session() as session:
             row = await session.get(OutboxMessage, pending[0].id)

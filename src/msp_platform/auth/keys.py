@@ -122,7 +122,7 @@ class KeyStore:
         ring = self._ring
         stale = ring is None or now - self._loaded_at > self.max_age
         wants_kid = (
-            unknown_kid is not None
+            isinstance(unknown_kid, str)
             and ring is not None
             and unknown_kid not in {k.kid for k in ring.published.keys}
             and now - self._loaded_at > self.refresh_floor

@@ -127,7 +127,11 @@ async def _require_active_tenant(repo: AuthRepository, tenant_id: uuid.UUID | No
         raise TenantInactive(f"Tenant {tenant.slug} is {tenant.status}; access is closed.")
 
 
-def _is_schema_route(scope: Scope) -> bool:
+def _bypasses_authentication(scope: Scope) -> bool:
+    # OPTIONS is answered by Litestar itself (204 with Allow, no data); browsers send it without
+    # credentials, so it must not be a 401.
+    if scope.get("method") == "OPTIONS":
+        return True
     # Only the OpenAPI controller is mounted under /schema (its handlers' own paths are relative).
     path = scope.get("path", "")
     return path == "/schema" or path.startswith("/schema/")
@@ -136,8 +140,8 @@ def _is_schema_route(scope: Scope) -> bool:
 class AuthenticationMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
     exclude_opt_key = "public"
-    # The OpenAPI document and its UIs are public; everything else must opt out per handler.
-    should_bypass_for_scope = staticmethod(_is_schema_route)
+    # The OpenAPI document and its UIs (and OPTIONS) are public; everything else must opt out per handler.
+    should_bypass_for_scope = staticmethod(_bypasses_authentication)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         services = services_of(scope["litestar_app"])
@@ -163,9 +167,8 @@ class AuthenticationMiddleware(ASGIMiddleware):
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableScopeHeaders.from_message(message)
-                headers["RateLimit-Limit"] = str(verdict.limit)
-                headers["RateLimit-Remaining"] = str(verdict.remaining)
-                headers["RateLimit-Reset"] = str(verdict.reset_in)
+                for name, value in verdict.headers().items():
+                    headers[name] = value
             await send(message)
 
         await next_app(scope, receive, _send)

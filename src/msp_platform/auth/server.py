@@ -11,6 +11,8 @@ built-in public client ``msp-console``; also what ``POST /api/v1/auth/sign-in`` 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -358,6 +360,8 @@ async def _subject_for_refresh(row: RefreshToken) -> Subject | None:
 
 
 async def _query_client(client_id: str) -> IntegrationClient | None:
+    if not client_id or "\x00" in client_id or len(client_id) > 255:
+        return None  # no such client can exist; do not hand it to the database
     repo = _b().repo
     row = await repo.client_by_client_id(client_id)
     if row is None or row.revoked_at is not None:
@@ -506,6 +510,48 @@ class OAuthResponse:
     commit: bool
 
 
+BASIC_CHALLENGE = 'Basic realm="msp-platform"'
+
+
+def _invalid_client_status(headers: list[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
+    """RFC 6749 5.2: ``invalid_client`` is a 401 with a challenge naming the scheme the client may use.
+
+    Authlib answers 400 unless the client tried HTTP Basic; one status for one problem type keeps the
+    documented ``/problems/oauth-invalid-client`` (401) true whichever way the client authenticated."""
+    if not any(name.lower() == "www-authenticate" for name, _ in headers):
+        headers = [*headers, ("WWW-Authenticate", f'{BASIC_CHALLENGE}, error="invalid_client"')]
+    return 401, headers
+
+
+def _unreadable_basic_credentials(headers: Mapping[str, str]) -> OAuthResponse | None:
+    """HTTP Basic credentials that are not base64 of UTF-8 text fail client authentication (Authlib would
+    raise UnicodeDecodeError deep inside, a 500)."""
+    raw = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    if raw is None:
+        return None
+    parts = raw.split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(parts[1])
+    except (binascii.Error, ValueError):
+        return None  # Authlib treats undecodable base64 as no credentials: invalid_client as well
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        status, challenge = _invalid_client_status([])
+        return OAuthResponse(
+            status=status,
+            body={
+                "error": "invalid_client",
+                "error_description": "The HTTP Basic credentials are not base64-encoded UTF-8 text.",
+            },
+            headers=challenge,
+            commit=False,
+        )
+    return None
+
+
 class MSPAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         super().__init__(scopes_supported=sorted(ALL_SCOPES))
@@ -571,9 +617,11 @@ class MSPAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return request
 
     def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> OAuthResponse:
-        return OAuthResponse(
-            status=status, body=dict(body or {}), headers=list(headers or []), commit=status < 400
-        )
+        payload = dict(body or {})
+        out_headers = list(headers or [])
+        if payload.get("error") == "invalid_client":
+            status, out_headers = _invalid_client_status(out_headers)
+        return OAuthResponse(status=status, body=payload, headers=out_headers, commit=status < 400)
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None
@@ -590,6 +638,9 @@ class MSPAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         headers: Mapping[str, str],
         form: Mapping[str, str],
     ) -> tuple[OAuthResponse, dict[str, Any]]:
+        refused = _unreadable_basic_credentials(headers)
+        if refused is not None:
+            return refused, {}
         bridge = _Bridge(session=session, settings=self.settings, ring=ring, verifier=verifier)
         token = _bridge.set(bridge)
         try:

@@ -36,22 +36,15 @@ class AccessTokenVerifier:
     async def verify(self, token: str, session: AsyncSession, *, check_expiry: bool = True) -> dict[str, Any]:
         """Signature, type, issuer, audience and lifetime. Revocation and the subject's status are the
         caller's (they need the database rows anyway)."""
-        try:
-            header = jws.extract_compact(token.encode()).protected
-        except (JoseError, ValueError, UnicodeError) as exc:
-            raise Unauthorized("The access token is malformed.") from exc
-        if header.get("typ", "").lower() not in {"at+jwt", "application/at+jwt"}:
-            raise Unauthorized("The token is not an RFC 9068 access token (typ must be at+jwt).")
-        alg = header.get("alg")
-        if alg != self.settings.signing_alg:
-            raise Unauthorized("The access token is signed with an unsupported algorithm.")
-        kid = header.get("kid")
+        alg, kid = self._check_header(token)
         ring = await self.keys.ring(session, unknown_kid=kid)
-        if not kid or kid not in {k.kid for k in ring.published.keys}:
+        if kid not in {k.kid for k in ring.published.keys}:
             raise Unauthorized("The access token was signed by an unknown key.")
         try:
             decoded = jwt.decode(token, ring.published, algorithms=[alg])
-        except JoseError as exc:
+        except (JoseError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            # Anything the caller can put in a token is its fault, never a 500 (the header members
+            # joserfc reads, such as ``crit`` or ``b64``, come from the caller).
             raise Unauthorized("The access token signature is invalid.") from exc
         claims: dict[str, Any] = dict(decoded.claims)
         try:
@@ -67,6 +60,26 @@ class AccessTokenVerifier:
         if claims["iat"] > time.time() + LEEWAY_SECONDS:
             raise Unauthorized("The access token is issued in the future.")
         return claims
+
+    def _check_header(self, token: str) -> tuple[str, str]:
+        """The protected header, checked member by member: it is the caller's JSON, so any member may be of
+        any type (a list ``kid``, a number ``typ``). Returns (alg, kid)."""
+        try:
+            header = jws.extract_compact(token.encode()).protected
+        except (JoseError, ValueError, TypeError, UnicodeError) as exc:
+            raise Unauthorized("The access token is malformed.") from exc
+        if not isinstance(header, dict):
+            raise Unauthorized("The access token is malformed.")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in {"at+jwt", "application/at+jwt"}:
+            raise Unauthorized("The token is not an RFC 9068 access token (typ must be at+jwt).")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg != self.settings.signing_alg:
+            raise Unauthorized("The access token is signed with an unsupported algorithm.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise Unauthorized("The access token was signed by an unknown key.")
+        return alg, kid
 
 
 def _describe_claim_error(exc: JoseError, claims: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from msp_platform.config import PROJECT_ROOT, Settings
 from msp_platform.db.engine import build_engine
@@ -46,8 +47,14 @@ def head_revision(settings: Settings) -> str | None:
     return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
 
 
+def migration_engine(settings: Settings) -> AsyncEngine:
+    """The owner's engine for Alembic; on SQLite without FK enforcement (see ``migrations/env.py``, which
+    checks the foreign keys after every revision instead)."""
+    return build_engine(settings.effective_owner_url, settings, pool_size=1, sqlite_foreign_keys=False)
+
+
 async def _run(settings: Settings, fn: object) -> None:
-    engine = build_engine(settings.effective_owner_url, settings, pool_size=1)
+    engine = migration_engine(settings)
     try:
         async with engine.connect() as conn:
 

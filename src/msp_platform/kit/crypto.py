@@ -15,6 +15,20 @@ def fernet_for(secret: bytes) -> Fernet:
         return Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret).digest()))
 
 
+def derive_key(secret: bytes, purpose: str, *, length: int = 32) -> bytes:
+    """A key for one purpose derived from MSP_SECRET_KEY (HKDF-SHA256): keys of different purposes are
+    independent, and none reveals the secret."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose.encode()).derive(secret)
+
+
+def purpose_fernet(secret: bytes, purpose: str) -> Fernet:
+    """A Fernet cipher whose key serves one purpose only (derived from MSP_SECRET_KEY with HKDF)."""
+    return Fernet(base64.urlsafe_b64encode(derive_key(secret, purpose)))
+
+
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -23,4 +37,12 @@ def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-__all__ = ["InvalidToken", "constant_time_equals", "fernet_for", "sha256_hex"]
+__all__ = [
+    "Fernet",
+    "InvalidToken",
+    "constant_time_equals",
+    "derive_key",
+    "fernet_for",
+    "purpose_fernet",
+    "sha256_hex",
+]

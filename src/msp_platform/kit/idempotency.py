@@ -6,6 +6,10 @@ same key and body replays the stored response (``Idempotent-Replayed: true``); t
 request is a 422. Concurrent requests with one key queue behind the first one (PostgreSQL waits on the
 unique index, SQLite on the write lock) and then replay its response. A request that fails stores nothing,
 so it can be retried with the same key. Records expire after 24 hours.
+
+Stored bodies are encrypted at rest (Fernet, with a key derived from ``MSP_SECRET_KEY`` for this purpose
+only): a response may carry a secret shown once (a client secret, an invitation token, a webhook signing
+secret), and the record keeps it for a day.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from msp_platform.kit.errors import BadRequest, IdempotencyKeyReused
+from msp_platform.kit.crypto import Fernet, InvalidToken, purpose_fernet
+from msp_platform.kit.errors import BadRequest, Conflict, IdempotencyKeyReused
 from msp_platform.kit.ids import new_id
 from msp_platform.kit.time import utcnow
 from msp_platform.models.idempotency import IdempotencyRecord
@@ -28,6 +34,30 @@ HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 REPLAYED_HEADERS = ("content-type", "location", "etag")
+# Marks an encrypted stored body (records written before encryption hold the plain body).
+_SEALED = b"fernet1:"
+
+
+@lru_cache(maxsize=8)
+def cipher_for(secret: bytes) -> Fernet:
+    """The cipher for stored response bodies, from the application's secret key."""
+    return purpose_fernet(secret, "msp-platform idempotency response bodies")
+
+
+def seal(cipher: Fernet, body: bytes) -> bytes:
+    return _SEALED + cipher.encrypt(body)
+
+
+def unseal(cipher: Fernet, stored: bytes) -> bytes:
+    if not stored.startswith(_SEALED):
+        return stored
+    try:
+        return cipher.decrypt(stored[len(_SEALED) :])
+    except InvalidToken as exc:
+        raise Conflict(
+            "The response stored for this Idempotency-Key can no longer be read (the server's secret key "
+            "changed); nothing was done. Send the request with a new key."
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -60,30 +90,37 @@ def validate_key(raw: str) -> str:
 
 
 class IdempotencyClaim:
-    def __init__(self, session: AsyncSession, record_id: Any) -> None:
+    def __init__(self, session: AsyncSession, record_id: Any, cipher: Fernet) -> None:
         self.session = session
         self.record_id = record_id
+        self.cipher = cipher
 
     async def complete(self, stored: StoredResponse) -> None:
         await self.session.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.id == self.record_id)
-            .values(status_code=stored.status, response_headers=stored.headers, response_body=stored.body)
+            .values(
+                status_code=stored.status,
+                response_headers=stored.headers,
+                response_body=seal(self.cipher, stored.body),
+            )
         )
 
 
-def _stored(record: IdempotencyRecord, print_: str) -> StoredResponse:
+def _stored(record: IdempotencyRecord, print_: str, cipher: Fernet) -> StoredResponse:
     if record.fingerprint != print_:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used for a different request in the last 24 hours; use a new key."
         )
     return StoredResponse(
-        record.status_code or 200, dict(record.response_headers or {}), record.response_body or b""
+        record.status_code or 200,
+        dict(record.response_headers or {}),
+        unseal(cipher, record.response_body or b""),
     )
 
 
 async def claim(
-    session: AsyncSession, *, tenant_scope: str, principal: str, key: str, print_: str
+    session: AsyncSession, *, tenant_scope: str, principal: str, key: str, print_: str, cipher: Fernet
 ) -> IdempotencyClaim:
     """Find a stored response (raises IdempotentReplay) or claim the key for this request."""
     where = (
@@ -94,7 +131,7 @@ async def claim(
     now = utcnow()
     existing = await session.scalar(select(IdempotencyRecord).where(*where))
     if existing is not None and existing.created_at > now - TTL:
-        raise IdempotentReplay(_stored(existing, print_))
+        raise IdempotentReplay(_stored(existing, print_, cipher))
     if existing is not None:
         await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == existing.id))
     record_id = new_id()
@@ -123,5 +160,5 @@ async def claim(
         )
         if winner is None:  # pragma: no cover - the winner was purged between two statements
             raise BadRequest("Idempotency-Key conflict; retry the request.")
-        raise IdempotentReplay(_stored(winner, print_))
-    return IdempotencyClaim(session, record_id)
+        raise IdempotentReplay(_stored(winner, print_, cipher))
+    return IdempotencyClaim(session, record_id, cipher)

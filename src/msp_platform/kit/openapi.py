@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Controller
+from litestar import Controller, Router, get
+from litestar.enums import ParamType
+from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OAuthFlow,
+    OAuthFlows,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    Schema,
+    SecurityScheme,
+)
+from litestar.params import FromPath
 
 from msp_platform.auth.scopes import ALL_SCOPES
 
@@ -59,22 +72,88 @@ def _defaults(handler: HTTPRouteHandler, public: bool) -> dict[int, ResponseSpec
     return out
 
 
+TENANT_PARAMETER = Parameter(
+    name="MSP-Tenant",
+    param_in=ParamType.HEADER,
+    required=False,
+    schema=Schema(type=OpenAPIType.STRING, max_length=255),
+    description="MSP staff: the tenant to act on (its id or slug), where a grant allows it; without it, "
+    "staff read across the tenants they are granted. Tenant users and integration clients may only name "
+    "their own tenant. A tenant the caller may not act on answers 404.",
+)
+IDEMPOTENCY_PARAMETER = Parameter(
+    name="Idempotency-Key",
+    param_in=ParamType.HEADER,
+    required=False,
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern="^[\\x21-\\x7e]+$"),
+    description="Makes the POST safe to retry for 24 hours: the same key and body replays the first response "
+    "(with `Idempotent-Replayed: true`); the same key with another request is a 422 "
+    "(`/problems/idempotency-key-reused`). Keys are scoped to the caller and tenant.",
+)
+
+
+_OPERATION_CLASSES: dict[tuple[type[Operation], bool, bool], type[Operation]] = {}
+
+
+def _operation_class(base: type[Operation], tenant: bool, idempotent: bool) -> type[Operation]:
+    """``base`` (a handler's own Operation class) that also declares the shared header parameters: Litestar
+    builds parameters only from handler signatures, and these headers are read by the auth middleware and
+    the unit of work."""
+    found = _OPERATION_CLASSES.get((base, tenant, idempotent))
+    if found is not None:
+        return found
+    extra = ([TENANT_PARAMETER] if tenant else []) + ([IDEMPOTENCY_PARAMETER] if idempotent else [])
+    parent_post_init = getattr(base, "__post_init__", None)
+
+    def __post_init__(self: Operation) -> None:
+        if parent_post_init is not None:
+            parent_post_init(self)
+        params = list(self.parameters or [])
+        present = {(p.name.lower(), p.param_in) for p in params if isinstance(p, Parameter)}
+        params.extend(p for p in extra if (p.name.lower(), p.param_in) not in present)
+        self.parameters = params or None
+
+    namespace = {"__post_init__": __post_init__, "_msp_headers": True}
+    # Re-decorated so the generated __init__ calls __post_init__ (Operation's own does not).
+    made: type[Operation] = dataclass(type(f"{base.__name__}WithHeaders", (base,), namespace))
+    _OPERATION_CLASSES[(base, tenant, idempotent)] = made
+    return made
+
+
 def document_problems(route_handlers: list[Any]) -> None:
-    """Add the problem responses to every handler (idempotent: handlers are module-level objects)."""
+    """Add the problem responses and the shared request headers (``MSP-Tenant`` on authenticated
+    operations, ``Idempotency-Key`` on POSTs that honour it) to every handler (idempotent: handlers are
+    module-level objects)."""
     for item in route_handlers:
         handlers: list[HTTPRouteHandler] = []
+        layer_opt: dict[str, Any] = {}
         if isinstance(item, type) and issubclass(item, Controller):
             handlers = [v for v in vars(item).values() if isinstance(v, HTTPRouteHandler)]
             opt = getattr(item, "opt", None)
-            public_default = bool(opt.get("public")) if isinstance(opt, dict) else False
+            layer_opt = dict(opt) if isinstance(opt, dict) else {}
         elif isinstance(item, HTTPRouteHandler):
             handlers = [item]
-            public_default = False
         for handler in handlers:
-            public = bool((handler.opt or {}).get("public", public_default))
+            opt = {**layer_opt, **(handler.opt or {})}
+            public = bool(opt.get("public", False))
             merged = _defaults(handler, public)
             merged.update(handler.responses or {})
             handler.responses = merged
+            tenant = not public
+            idempotent = "POST" in {m.upper() for m in handler.http_methods} and bool(
+                opt.get("idempotent", True)
+            )
+            base = handler.operation_class
+            if (tenant or idempotent) and not getattr(base, "_msp_headers", False):
+                handler.operation_class = _operation_class(base, tenant, idempotent)
+
+
+@get("/{path:str}", include_in_schema=False, sync_to_thread=False, opt={"public": True, "idempotent": False})
+def _schema_path_not_found(path: FromPath[str]) -> None:
+    # Litestar's own handler for unknown /schema/* paths answers an HTML page; every 404 here is a problem.
+    raise NotFoundException(
+        "No documentation at this path; see /schema/scalar, /schema/swagger or /schema/openapi.json."
+    )
 
 
 def openapi_config(version: str) -> OpenAPIConfig:
@@ -87,6 +166,14 @@ def openapi_config(version: str) -> OpenAPIConfig:
         "RFC 9457 problem details; every POST accepts Idempotency-Key; lists are cursor-paginated. Staff select "
         "the tenant they act on with the `MSP-Tenant` header.",
         path="/schema",
+        # Registered before the plugin's routes: for the catch-all path the handler registered first wins.
+        openapi_router=Router(
+            "/schema",
+            route_handlers=[_schema_path_not_found],
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+        ),
         render_plugins=[ScalarRenderPlugin(path="/scalar"), SwaggerRenderPlugin(path="/swagger")],
         components=Components(
             security_schemes={

@@ -17,10 +17,11 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from litestar.params import QueryParameter
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Select, SmallInteger, String, Uuid, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from msp_platform.kit.errors import BadRequest, FieldError, ValidationFailed
 
@@ -82,21 +83,56 @@ def _encode_value(value: Any) -> list[Any]:
     return ["s", str(value)]
 
 
-def _decode_value(tagged: Any) -> Any:
+_INT_BOUNDS = {SmallInteger: 2**15, BigInteger: 2**63, Integer: 2**31}
+
+
+def _int_bound(column_type: TypeEngine[Any]) -> int:
+    for kind, bound in _INT_BOUNDS.items():  # most specific first: BigInteger is an Integer
+        if isinstance(column_type, kind):
+            return bound
+    return 2**63
+
+
+def _decode_value(tagged: Any, key: SortKey) -> Any:
+    """One cursor value, checked strictly against its sort key's column type.
+
+    A cursor is the caller's input: a value of the wrong type would reach the database as a bind parameter
+    of another type (a 500), so anything but the exact encoding ``_encode_value`` produces is refused."""
+    if not isinstance(tagged, list) or len(tagged) != 2:
+        raise ValueError("cursor value")
     tag, raw = tagged
-    if tag == "n":
+    column_type: TypeEngine[Any] = key.column.type
+    base = column_type.impl_instance if isinstance(column_type, TypeDecorator) else column_type
+    if tag == "n" and raw is None and getattr(key.column, "nullable", False):
         return None
-    if tag == "t":
-        return datetime.fromisoformat(raw)
-    if tag == "u":
+    if isinstance(base, DateTime):
+        if tag != "t" or not isinstance(raw, str):
+            raise ValueError("cursor value: timestamp expected")
+        value = datetime.fromisoformat(raw)
+        if value.tzinfo is None:
+            raise ValueError("cursor value: naive timestamp")
+        return value
+    if isinstance(base, Uuid):
+        if tag != "u" or not isinstance(raw, str):
+            raise ValueError("cursor value: uuid expected")
         return uuid.UUID(raw)
-    if tag == "i":
-        return int(raw)
-    if tag == "b":
-        return bool(raw)
-    if tag == "s":
-        return str(raw)
-    raise ValueError(tag)
+    if isinstance(base, Boolean):
+        if tag != "b" or not isinstance(raw, bool):
+            raise ValueError("cursor value: boolean expected")
+        return raw
+    if isinstance(base, Integer):
+        if tag != "i" or not isinstance(raw, int) or isinstance(raw, bool):
+            raise ValueError("cursor value: integer expected")
+        bound = _int_bound(base)
+        if not -bound <= raw < bound:
+            raise ValueError("cursor value: integer out of range")
+        return raw
+    if isinstance(base, String):
+        if tag != "s" or not isinstance(raw, str) or "\x00" in raw:
+            raise ValueError("cursor value: text expected")
+        enum_cls = getattr(column_type, "enum_cls", None)
+        return enum_cls(raw) if enum_cls is not None else raw
+    raise ValueError(f"cursor value: unsupported sort key type {type(column_type).__name__}")
 
 
 def encode_cursor(scope: str, ordering: Ordering, values: Sequence[Any]) -> str:
@@ -108,12 +144,19 @@ def decode_cursor(cursor: str, scope: str, ordering: Ordering) -> list[Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         raw_scope, name, values = msgspec.json.decode(base64.urlsafe_b64decode(padded))
-        decoded = [_decode_value(v) for v in values]
     except (ValueError, TypeError, binascii.Error, msgspec.DecodeError) as exc:
         raise BadRequest("The cursor is not valid; start again without one.") from exc
-    if raw_scope != scope or name != ordering.name or len(decoded) != len(ordering.keys):
+    if (
+        raw_scope != scope
+        or name != ordering.name
+        or not isinstance(values, list)
+        or len(values) != len(ordering.keys)
+    ):
         raise BadRequest("The cursor belongs to another list or sort order; start again without one.")
-    return decoded
+    try:
+        return [_decode_value(v, k) for v, k in zip(values, ordering.keys, strict=True)]
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest("The cursor is not valid; start again without one.") from exc
 
 
 def _after(ordering: Ordering, values: Sequence[Any]) -> ColumnElement[bool]:

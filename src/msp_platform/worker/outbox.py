@@ -14,6 +14,7 @@ from dramatiq import Message
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from msp_platform.kit.ids import new_id
 from msp_platform.kit.logging import get_logger
 from msp_platform.kit.time import utcnow
 from msp_platform.models.outbox import OutboxMessage
@@ -41,7 +42,7 @@ def enqueue(
         raise ValueError(f"actor {actor_name!r} is tenant-scoped: pass tenant_id")
     now = utcnow()
     message = OutboxMessage(
-        id=uuid.uuid4(),
+        id=new_id(),
         actor_name=actor_name,
         queue_name=spec.queue.value,
         kwargs=_jsonable(kwargs),

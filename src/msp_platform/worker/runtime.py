@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -182,8 +183,10 @@ class BackgroundLoops:
         self.tick = tick
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._heartbeat = 0.0
 
     def start(self) -> None:
+        self._heartbeat = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="msp-background-loops")
 
     async def stop(self) -> None:
@@ -205,12 +208,28 @@ class BackgroundLoops:
             await relay_pending(self.runtime.broker, session)
             await session.commit()
 
+    def problem(self) -> str | None:
+        """Why the loop is not doing its work (for readiness), or None."""
+        if self._task is None:
+            return "not started"
+        if self._task.done():
+            if self._task.cancelled():
+                return "stopped (cancelled)"
+            exc = self._task.exception()
+            return f"stopped ({type(exc).__name__}: {exc})" if exc else "stopped"
+        stalled = time.monotonic() - self._heartbeat
+        if stalled > max(60.0, 20 * self.tick):
+            return f"stalled: no iteration finished for {stalled:.0f} s"
+        return None
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
                 await self.run_once()
             except Exception as exc:  # the loop must outlive a database or broker outage
                 log.warning("background loop iteration failed", error=str(exc))
+            # An iteration that failed still finished: an outage shows in the database/broker checks.
+            self._heartbeat = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.tick)
 
@@ -220,9 +239,34 @@ class InProcessWorker:
 
     def __init__(self, broker: dramatiq.Broker, threads: int) -> None:
         self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+        self._started = False
 
     def start(self) -> None:
         self.worker.start()
+        self._started = True
 
     def stop(self) -> None:
+        if not self._started:
+            return  # stopping twice would shut Dramatiq's event-loop thread down twice
+        self._started = False
         self.worker.stop(timeout=10_000)
+
+    def problem(self) -> str | None:
+        """Why jobs would not run (for readiness), or None: every worker and consumer thread must be alive."""
+        if not self._started:
+            return "not running"
+        workers = [t for t in self.worker.workers if t.is_alive()]
+        consumers = [t for t in self.worker.consumers.values() if t.is_alive()]
+        if (
+            len(workers) < self.worker.worker_threads
+            or not consumers
+            or (len(consumers) < len(self.worker.consumers))
+        ):
+            return (
+                f"{len(workers)}/{self.worker.worker_threads} worker threads and "
+                f"{len(consumers)}/{len(self.worker.consumers)} queue consumers alive"
+            )
+        return None
+
+    def describe(self) -> str:
+        return f"ok ({self.worker.worker_threads} threads, {len(self.worker.consumers)} queues)"
