@@ -451,8 +451,9 @@ class TestList:
 class TestCallers:
     async def test_tenant_users_read_but_cannot_write(self, factory: Factory, client: AsyncClient) -> None:
         setup = await admin_of_new_tenant(factory)
-        device = await make_device(client, setup.headers, serial="R-1")
-        user_headers = await factory.headers(await factory.user(setup.tenant))
+        user = await factory.user(setup.tenant)
+        device = await make_device(client, setup.headers, serial="R-1", assigned_user_id=str(user.id))
+        user_headers = await factory.headers(user)
         assert [d["id"] for d in await walk(client, user_headers)] == [device["id"]]
         assert (await client.get(f"{DEVICES}/{device['id']}", headers=user_headers)).status_code == 200
         for response in (
@@ -463,6 +464,38 @@ class TestCallers:
         ):
             assert response.status_code == 403, response.text
             assert response.json()["type"] == "/problems/insufficient-scope"
+
+    async def test_tenant_users_see_only_the_devices_assigned_to_them(
+        self, factory: Factory, client: AsyncClient
+    ) -> None:
+        """Like ServiceNow's "my assets": a plain user sees their own devices, not the tenant's inventory."""
+        setup = await admin_of_new_tenant(factory)
+        mine, colleague = await factory.user(setup.tenant), await factory.user(setup.tenant)
+        laptop = await make_device(client, setup.headers, serial="MY-LAPTOP", assigned_user_id=str(mine.id))
+        phone = await make_device(client, setup.headers, serial="MY-PHONE", assigned_user_id=str(mine.id))
+        other = await make_device(
+            client, setup.headers, serial="THEIR-PC", hostname="ward3-pc", assigned_user_id=str(colleague.id)
+        )
+        spare = await make_device(client, setup.headers, serial="SPARE-1")
+        as_me = await factory.headers(mine)
+        assert {d["id"] for d in await walk(client, as_me)} == {laptop["id"], phone["id"]}
+        for params in (
+            {"assigned_user_id": str(colleague.id)},
+            {"unassigned": "true"},
+            {"q": "ward3"},
+            {"sort": "hostname"},
+        ):
+            seen = {d["id"] for d in await walk(client, as_me, params)}
+            assert seen <= {laptop["id"], phone["id"]}, params
+        for hidden in (other, spare):
+            response = await client.get(f"{DEVICES}/{hidden['id']}", headers=as_me)
+            assert response.status_code == 404, response.text
+            assert hidden["serial"] not in response.text
+        assert (await client.get(f"{DEVICES}/{laptop['id']}", headers=as_me)).status_code == 200
+        # Tenant administrators and MSP staff see the whole inventory.
+        assert len(await walk(client, setup.headers)) == 4
+        agent = await factory.staff(grants=[setup.tenant])
+        assert len(await walk(client, await factory.headers(agent, tenant=setup.tenant))) == 4
 
     async def test_integration_clients_need_devices_write(
         self, factory: Factory, client: AsyncClient

@@ -364,18 +364,19 @@ class TestBadRows:
         assert partial.status_code == 200
         report = partial.json()
         assert (report["dry_run"], report["committed"], report["failed"]) == (True, False, 16)
-        # A dry run previews what each good row would do.
-        assert {r["status"] for r in report["rows"] if r["row"] not in expected} <= {
-            "created",
-            "updated",
-            "unchanged",
-        }
+        # A dry run previews what each good row would do: "valid", and what storing it would do.
+        good = [r for r in report["rows"] if r["row"] not in expected]
+        assert {r["status"] for r in good} == {"valid"}
+        assert {r["would"] for r in good} <= {"created", "updated", "unchanged"}
         atomic = await post_csv(client, inv.headers, body, dry_run=True)
         assert atomic.status_code == 422, "an atomic dry run says the import would be refused"
         clean = to_csv([["laptop", "DRY-1"], ["laptop", "STORED-1"]], ["kind", "serial"])
         ok = await post_csv(client, inv.headers, clean, dry_run=True)
         assert ok.status_code == 200
-        assert [r["status"] for r in ok.json()["rows"]] == ["created", "updated"]
+        rows = ok.json()["rows"]
+        assert [(r["status"], r["would"]) for r in rows] == [("valid", "created"), ("valid", "updated")]
+        assert rows[0]["id"] is None, "no id of a device that will never exist"
+        assert rows[1]["id"] is not None
         assert [d["serial"] for d in await walk(client, inv.headers)] == ["STORED-1"]
         assert (await walk(client, inv.headers))[0]["kind"] == "workstation", "dry runs change nothing"
 

@@ -198,21 +198,23 @@ async def test_dry_run_reports_without_storing(
     ok = await _import(client, headers, _csv(_people(20)), dry_run="true")
     assert ok.status_code == 200, ok.text
     report = ok.json()
-    # A preview: what would happen, row by row, with nothing stored.
-    assert (report["dry_run"], report["committed"], report["created"], report["total"]) == (
+    # A preview: every good row is "valid" (nothing stored) and says what storing it would do.
+    assert (report["dry_run"], report["committed"], report["created"], report["valid"], report["total"]) == (
         True,
         False,
+        0,
         20,
         20,
     )
-    assert {r["status"] for r in report["rows"]} == {"created"}
-    assert {r["id"] for r in report["rows"]} == {None}
+    assert {(r["status"], r["would"]) for r in report["rows"]} == {("valid", "created")}
+    assert {r["id"] for r in report["rows"]} == {None}, "no id of a user that will never exist"
     assert await stored_users(owner_db, tenant) == 1
     await _import(client, headers, _csv(_people(2)))
     preview = await _import(client, headers, _csv(_people(3, title="RN")), dry_run="true")
-    assert _statuses(preview.json()) == {2: "updated", 3: "updated", 4: "created"}
-    assert preview.json()["rows"][0]["id"] is not None
-    assert (await _import(client, headers, _csv(_people(2)), dry_run="true")).json()["unchanged"] == 2
+    assert {r["row"]: r["would"] for r in preview.json()["rows"]} == {2: "updated", 3: "updated", 4: "created"}
+    assert preview.json()["rows"][0]["id"] is not None, "an existing user keeps its id"
+    unchanged = (await _import(client, headers, _csv(_people(2)), dry_run="true")).json()
+    assert [r["would"] for r in unchanged["rows"]] == ["unchanged", "unchanged"]
     before_events = await _audit_count(owner_db, tenant)
     bad = await _import(client, headers, _csv([*_people(3), "x,,,,,,,,,,"]), dry_run="true", mode="partial")
     assert bad.status_code == 200

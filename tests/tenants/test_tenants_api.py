@@ -353,7 +353,7 @@ async def test_lifecycle_closes_and_reopens_access(factory: Factory, client: Asy
     assert offboarded.status_code == 200
     assert offboarded.json()["status"] == "offboarded"
     assert offboarded.json()["offboarded_at"] is not None
-    assert await statuses() == [403, 403, 403]
+    assert await statuses() == [403, 403, 401], "users: tenant-inactive; the client is revoked"
     for action, payload in [("suspend", {"reason": "x"}), ("offboard", {"reason": "x"})]:
         refused = await client.post(f"{own}/{action}", json=payload, headers=admin)
         assert refused.status_code == 409, (action, refused.text)
@@ -363,7 +363,9 @@ async def test_lifecycle_closes_and_reopens_access(factory: Factory, client: Asy
 
     back = await client.post(f"{own}/reactivate", headers=admin)
     assert back.status_code == 200
-    assert await statuses() == [200, 200, 200]
+    # Offboarding revoked the integration client for good (a reactivated tenant creates new ones); the users'
+    # short-lived access tokens work again.
+    assert await statuses() == [200, 200, 401]
 
     suspended_then_offboarded = await client.post(f"{own}/suspend", json={"reason": "audit"}, headers=admin)
     assert suspended_then_offboarded.status_code == 200

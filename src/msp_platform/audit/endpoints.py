@@ -13,8 +13,9 @@ from msp_platform.audit.schemas import AuditEventOut, ChainVerification
 from msp_platform.audit.service import PLATFORM_CHAIN, verify_chain
 from msp_platform.auth.guards import protected
 from msp_platform.auth.scopes import Role, Scope
-from msp_platform.kit.deps import DEPENDENCIES, Ctx, Session, TenantId
+from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session
 from msp_platform.kit.pagination import Cursor, Limit, Page
+from msp_platform.kit.params import require_aware
 from msp_platform.models.audit import AuditEvent, PlatformAuditEvent
 
 READ = protected(Scope.audit_read, roles=(Role.tenant_admin, Role.msp_admin))
@@ -33,6 +34,7 @@ def event_out(row: AuditEvent | PlatformAuditEvent) -> AuditEventOut:
         object_id=row.object_id,
         changes=row.changes,
         request_id=row.request_id,
+        internal=row.internal,
         hash=row.hash,
         prev_hash=row.prev_hash,
     )
@@ -43,11 +45,19 @@ class AuditController(Controller):
     tags = ["Audit log"]
     dependencies = DEPENDENCIES
 
-    @get("/audit-events", summary="A tenant's audit log, newest first", **READ)
+    @get(
+        "/audit-events",
+        summary="A tenant's audit log, newest first",
+        description="Tenant administrators read their tenant's log; MSP administrators name the tenant with "
+        "`MSP-Tenant` (an offboarded tenant's log stays readable to them). Staff-only events (`internal`, e.g. "
+        "about internal work notes) are listed for MSP staff only.",
+        **READ,
+    )
     async def list_events(
         self,
         session: Session,
         ctx: Ctx,
+        principal: Caller,
         limit: Limit = None,
         cursor: Cursor = None,
         action: FromQuery[str | None] = None,
@@ -57,9 +67,11 @@ class AuditController(Controller):
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
     ) -> Page[AuditEventOut]:
+        require_aware(since=since, until=until)
         rows, next_cursor = await AuditRepository(session).page(
             limit=limit,
             cursor=cursor,
+            include_internal=principal.is_staff,
             action=action,
             object_type=object_type,
             object_id=object_id,
@@ -69,8 +81,15 @@ class AuditController(Controller):
         )
         return Page(items=[event_out(r) for r in rows], next_cursor=next_cursor)
 
-    @get("/audit-events/verify", summary="Recompute the tenant's hash chain (tamper check)", **READ)
-    async def verify(self, session: Session, tenant_id: TenantId) -> ChainVerification:
+    @get(
+        "/audit-events/verify",
+        summary="Recompute the tenant's hash chain (tamper check)",
+        description="Recomputes every event's HMAC and checks the chain head: an altered, removed or "
+        "re-hashed event, or a missing or altered head, gives `valid: false`.",
+        **READ,
+    )
+    async def verify(self, session: Session, ctx: Ctx) -> ChainVerification:
+        tenant_id = ctx.require_one_tenant()
         report = await session.run_sync(lambda s: verify_chain(s, str(tenant_id)))
         return ChainVerification(
             chain=report.chain,

@@ -36,9 +36,11 @@ class AuditRepository:
         self.session = session
 
     async def page(
-        self, *, limit: int | None, cursor: str | None, **filters: Any
+        self, *, limit: int | None, cursor: str | None, include_internal: bool, **filters: Any
     ) -> tuple[list[AuditEvent], str | None]:
         stmt = _filters(AuditEvent, select(AuditEvent), **filters)
+        if not include_internal:
+            stmt = stmt.where(AuditEvent.internal.is_(False))
         return await paginate(
             self.session, stmt, ordering=TENANT_ORDER, limit=limit, cursor=cursor, scope="audit"
         )

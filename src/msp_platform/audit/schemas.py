@@ -19,6 +19,8 @@ class AuditEventOut(msgspec.Struct, kw_only=True):
     # {field: [before, after]}
     changes: dict[str, Any]
     request_id: str | None
+    # Staff-only (e.g. about an internal work note): never listed for tenant-level readers.
+    internal: bool = False
     hash: str
     prev_hash: str
 

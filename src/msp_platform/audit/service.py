@@ -7,13 +7,19 @@ chain head, each event's hash covering its content and the previous hash. Editin
 event breaks the chain, which ``verify_chain`` (``msp audit verify``) detects.
 
 Services may name the action (``label(session, obj, "suspended")`` gives ``tenant.suspended`` instead of
-``tenant.updated``).
+``tenant.updated``), and may record an event that no column change captures (``record(session, obj,
+"invited", {...})``).
+
+Staff-only events: ``internal=True`` (on ``record`` or ``label``), or any audited row whose ``visibility`` is
+``internal`` (an internal work note), gives an event that MSP staff read and tenant-level readers never see.
+The chain covers internal events like any other.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import json
 import uuid
 from collections import defaultdict
@@ -25,7 +31,9 @@ from typing import Any, cast
 from sqlalchemy import Table, event, insert, inspect, select
 from sqlalchemy.orm import Session, UOWTransaction
 
+from msp_platform.config import Settings
 from msp_platform.db.session import CTX_KEY, TenantSession
+from msp_platform.kit.crypto import derive_key
 from msp_platform.kit.ids import new_id
 from msp_platform.kit.logging import request_id_var
 from msp_platform.kit.time import utcnow
@@ -36,9 +44,12 @@ from msp_platform.models.tenant import Tenant
 
 PENDING = "audit_pending"
 LABELS = "audit_labels"
+INTERNAL = "audit_internal"
 ACTOR = "actor"
 PLATFORM_CHAIN = "platform"
 GENESIS = "0" * 64
+KEY_INFO = "audit_key"
+KEY_PURPOSE = "msp-platform audit chain v1"
 
 # Audited platform tables; every tenant-owned table is audited unless it opts out.
 _PLATFORM_AUDITED: dict[type[Any], str] = {
@@ -62,6 +73,7 @@ class PendingEvent:
     object_id: str
     changes: dict[str, Any]
     request_id: str | None = None
+    internal: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,23 +120,67 @@ def _chain_of(obj: Any) -> tuple[str, uuid.UUID | None]:
     return str(tenant_id), tenant_id
 
 
-def label(session: Session | Any, obj: Any, verb: str) -> None:
-    """Name the action of the next recorded change of ``obj`` (e.g. ``suspended``)."""
-    target = session.sync_session if hasattr(session, "sync_session") else session
+def _sync(session: Session | Any) -> Session:
+    return cast(Session, session.sync_session if hasattr(session, "sync_session") else session)
+
+
+def label(session: Session | Any, obj: Any, verb: str, *, internal: bool = False) -> None:
+    """Name the action of the next recorded change of ``obj`` (e.g. ``suspended``); ``internal=True`` also
+    makes that event staff-only."""
+    target = _sync(session)
     target.info.setdefault(LABELS, {})[id(obj)] = verb
+    if internal:
+        target.info.setdefault(INTERNAL, set()).add(id(obj))
 
 
 def set_actor(session: Session | Any, actor: str) -> None:
-    target = session.sync_session if hasattr(session, "sync_session") else session
-    target.info[ACTOR] = actor
+    _sync(session).info[ACTOR] = actor
 
 
-def _record(session: Session, obj: Any, verb: str, changes: dict[str, Any]) -> None:
-    object_type = object_type_of(type(obj))
+def _is_internal_row(obj: Any) -> bool:
+    visibility = getattr(obj, "visibility", None)
+    return str(getattr(visibility, "value", visibility)) == "internal"
+
+
+def record(
+    session: Session | Any,
+    obj: Any,
+    verb: str,
+    changes: dict[str, Any] | None = None,
+    *,
+    internal: bool = False,
+) -> None:
+    """Append an audit event about ``obj`` (action ``<type>.<verb>``) to its chain at the commit.
+
+    For actions that change no audited column (the automatic capture records those that do). ``changes``
+    is ``{field: [before, after]}``. ``internal=True``: MSP staff see the event, tenant-level readers never.
+    """
+    cls = type(obj)
+    table = str(getattr(cls, "__tablename__", cls.__name__.lower()))
+    # Explicit records work for any row, also one whose changes are not captured (``__audited__ = False``).
+    object_type = object_type_of(cls) or (table[:-1] if table.endswith("s") else table)
+    _record(
+        _sync(session),
+        obj,
+        verb,
+        {k: _jsonable(v) for k, v in (changes or {}).items()},
+        internal=internal,
+        object_type=object_type,
+    )
+
+
+def _record(
+    session: Session,
+    obj: Any,
+    verb: str,
+    changes: dict[str, Any],
+    *,
+    internal: bool = False,
+    object_type: str | None = None,
+) -> None:
+    object_type = object_type or object_type_of(type(obj))
     if object_type is None:
         return
-    labels: dict[int, str] = session.info.get(LABELS, {})
-    verb = labels.pop(id(obj), verb)
     chain, tenant_id = _chain_of(obj)
     ident = getattr(obj, "id", None) or getattr(obj, "client_id", None)
     session.info.setdefault(PENDING, []).append(
@@ -138,8 +194,23 @@ def _record(session: Session, obj: Any, verb: str, changes: dict[str, Any]) -> N
             object_id=str(ident),
             changes=changes,
             request_id=request_id_var.get(),
+            internal=internal or _is_internal_row(obj),
         )
     )
+
+
+def _captured(
+    session: Session, obj: Any, verb: str, changes: dict[str, Any], *, internal: bool = False
+) -> None:
+    """A change found by the flush capture: applies (and consumes) the service's label and internal mark."""
+    labels: dict[int, str] = session.info.get(LABELS, {})
+    marked: set[int] = session.info.get(INTERNAL, set())
+    key = id(obj)
+    verb = labels.pop(key, verb)
+    if key in marked:
+        marked.discard(key)
+        internal = True
+    _record(session, obj, verb, changes, internal=internal)
 
 
 _KEYS: dict[type[Any], tuple[str, ...]] = {}
@@ -168,7 +239,7 @@ def _capture(session: Session, _: UOWTransaction) -> None:
             for key in _audited_keys(type(obj))
             if values.get(key) is not None
         }
-        _record(session, obj, "created", changes)
+        _captured(session, obj, "created", changes)
     for obj in session.dirty:
         if object_type_of(type(obj)) is None:
             continue
@@ -184,18 +255,43 @@ def _capture(session: Session, _: UOWTransaction) -> None:
                 if _jsonable(before) != _jsonable(after):
                     changes[key] = [_jsonable(before), _jsonable(after)]
         if changes:
-            _record(session, obj, "updated", changes)
+            # A row that was internal before this change stays staff-only in the log.
+            was_internal = changes.get("visibility", [None])[0] == "internal"
+            _captured(session, obj, "updated", changes, internal=was_internal)
     for obj in session.deleted:
         if object_type_of(type(obj)) is None:
             continue
         state = inspect(obj)
         changes = {key: [_jsonable(state.attrs[key].loaded_value), None] for key in _audited_keys(type(obj))}
-        _record(session, obj, "deleted", changes)
+        _captured(session, obj, "deleted", changes)
+
+
+def session_info(settings: Settings) -> dict[str, Any]:
+    """What every session of the platform carries for the audit log: the chain's HMAC key."""
+    return {KEY_INFO: chain_key(settings.resolved_secret_key())}
+
+
+def chain_key(secret: bytes) -> bytes:
+    """The audit chain's HMAC key, derived from MSP_SECRET_KEY: without it nobody can forge a chain, not even
+    someone with write access to the database."""
+    return derive_key(secret, KEY_PURPOSE)
+
+
+def _key(session: Session) -> bytes:
+    key = session.info.get(KEY_INFO)
+    if not isinstance(key, bytes):
+        raise RuntimeError("this session has no audit key: create sessions through db.engine.Database")
+    return key
+
+
+def _canonical(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def event_hash(
-    chain: str, seq: int, prev_hash: str, e: PendingEvent | AuditEvent | PlatformAuditEvent
+    key: bytes, chain: str, seq: int, prev_hash: str, e: PendingEvent | AuditEvent | PlatformAuditEvent
 ) -> str:
+    """HMAC-SHA256 over an event's content, its place in the chain and the previous event's hash."""
     payload = {
         "chain": chain,
         "seq": seq,
@@ -207,9 +303,21 @@ def event_hash(
         "object_id": e.object_id,
         "changes": e.changes,
         "request_id": e.request_id,
+        "internal": bool(e.internal),
     }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(key, _canonical(payload), hashlib.sha256).hexdigest()
+
+
+def head_mac(key: bytes, chain: str, seq: int, head_hash: str) -> str:
+    """The head's own MAC: cutting events off the end and moving the head back needs the key too."""
+    return hmac.new(
+        key, _canonical({"chain": chain, "seq": seq, "head": head_hash}), hashlib.sha256
+    ).hexdigest()
+
+
+class AuditChainBroken(RuntimeError):
+    """A chain's head row is gone while its events exist: someone tampered with the log. Appending would
+    start the chain over (or hide the damage), so writes to that chain are refused until an operator looks."""
 
 
 def _lock_head(session: Session, chain: str) -> AuditChain:
@@ -218,11 +326,16 @@ def _lock_head(session: Session, chain: str) -> AuditChain:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        session.execute(pg_insert(AuditChain).values(values).on_conflict_do_nothing())
+        created = session.execute(pg_insert(AuditChain).values(values).on_conflict_do_nothing())
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        session.execute(sqlite_insert(AuditChain).values(values).on_conflict_do_nothing())
+        created = session.execute(sqlite_insert(AuditChain).values(values).on_conflict_do_nothing())
+    if getattr(created, "rowcount", 0) == 1 and _has_events(session, chain):
+        raise AuditChainBroken(
+            f"the head of audit chain {chain} is missing while the chain has events: the audit log was "
+            "tampered with (see `msp audit verify`); nothing is appended to it"
+        )
     head = session.execute(
         select(AuditChain)
         .where(AuditChain.chain == chain)
@@ -232,16 +345,26 @@ def _lock_head(session: Session, chain: str) -> AuditChain:
     return head
 
 
+def _has_events(session: Session, chain: str) -> bool:
+    model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
+    stmt = select(model.seq).limit(1)
+    if chain != PLATFORM_CHAIN:
+        stmt = stmt.where(model.tenant_id == uuid.UUID(chain))
+    return session.execute(stmt).first() is not None
+
+
 @event.listens_for(TenantSession, "before_commit")
 def _append(session: Session) -> None:
     session.flush()  # capture what is still unflushed
     pending: list[PendingEvent] = session.info.pop(PENDING, [])
     session.info.pop(LABELS, None)
+    session.info.pop(INTERNAL, None)
     if not pending:
         return
     by_chain: dict[str, list[PendingEvent]] = defaultdict(list)
     for item in pending:
         by_chain[item.chain].append(item)
+    key = _key(session)
     # A fixed lock order: two transactions touching the same chains cannot deadlock.
     for chain in sorted(by_chain):
         head = _lock_head(session, chain)
@@ -249,7 +372,7 @@ def _append(session: Session) -> None:
         rows: list[dict[str, Any]] = []
         for item in by_chain[chain]:
             seq += 1
-            digest = event_hash(chain, seq, prev, item)
+            digest = event_hash(key, chain, seq, prev, item)
             common = {
                 "id": new_id(),
                 "seq": seq,
@@ -260,6 +383,7 @@ def _append(session: Session) -> None:
                 "object_id": item.object_id,
                 "changes": item.changes,
                 "request_id": item.request_id,
+                "internal": item.internal,
                 "prev_hash": prev,
                 "hash": digest,
             }
@@ -272,6 +396,7 @@ def _append(session: Session) -> None:
         model = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
         session.execute(insert(cast(Table, model.__table__)), rows)
         head.seq, head.head_hash, head.events = seq, prev, head.events + len(by_chain[chain])
+        head.mac = head_mac(key, chain, seq, prev)
     session.flush()
 
 
@@ -279,6 +404,7 @@ def _append(session: Session) -> None:
 def _forget(session: Session) -> None:
     session.info.pop(PENDING, None)
     session.info.pop(LABELS, None)
+    session.info.pop(INTERNAL, None)
 
 
 @dataclass(frozen=True)
@@ -290,11 +416,24 @@ class ChainReport:
     problem: str | None = None
 
 
+def _tenant_of(chain: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(chain)
+    except ValueError:
+        return None
+
+
 def verify_chain(session: Session, chain: str) -> ChainReport:
-    """Recompute every hash of one chain (needs a session that can read it: the owner, or the tenant)."""
+    """Recompute every HMAC of one chain and check its head (needs a session that can read the chain: the
+    owner, or the tenant). A chain with events but no head, or a head that its events or its MAC do not
+    match, is tampered with."""
+    key = _key(session)
+    if chain != PLATFORM_CHAIN and _tenant_of(chain) is None:
+        return ChainReport(chain, 0, False, None, "a chain head names no tenant")
     model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
     stmt = select(model).order_by(model.seq)
     if chain != PLATFORM_CHAIN:
+        # The session is the tenant's (scoped already) or the owner's (unscoped): name the chain's tenant.
         stmt = stmt.where(model.tenant_id == uuid.UUID(chain))
     prev, expected_seq, count = GENESIS, 1, 0
     for row in session.execute(stmt.execution_options(yield_per=1000)).scalars():
@@ -305,17 +444,36 @@ def verify_chain(session: Session, chain: str) -> ChainReport:
             return ChainReport(
                 chain, count, False, row.seq, f"event {row.seq} does not follow event {row.seq - 1}"
             )
-        if event_hash(chain, row.seq, prev, row) != row.hash:
+        if not hmac.compare_digest(event_hash(key, chain, row.seq, prev, row), row.hash):
             return ChainReport(chain, count, False, row.seq, f"event {row.seq} was altered")
         prev, expected_seq = row.hash, expected_seq + 1
-    head = session.get(AuditChain, chain)
-    if head is not None and (head.seq != expected_seq - 1 or head.head_hash != prev):
-        return ChainReport(chain, count, False, expected_seq, "events after the last stored one were removed")
+    last = expected_seq - 1
+    head = session.execute(
+        select(AuditChain).where(AuditChain.chain == chain).execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if head is None:
+        if count:
+            return ChainReport(chain, count, False, None, "the chain's head record is missing")
+        if chain != PLATFORM_CHAIN and session.get(Tenant, uuid.UUID(chain)) is not None:
+            # A tenant's creation is always its first event: a tenant without a log lost it.
+            return ChainReport(chain, 0, False, 1, "the tenant's audit log and chain head are missing")
+        return ChainReport(chain, 0, True)
+    if head.seq > last:
+        return ChainReport(chain, count, False, last + 1, "events after the last stored one were removed")
+    if head.seq != last or head.head_hash != prev:
+        return ChainReport(chain, count, False, head.seq, "the chain's head does not match its last event")
+    if not hmac.compare_digest(head.mac or "", head_mac(key, chain, head.seq, head.head_hash)):
+        return ChainReport(chain, count, False, head.seq, "the chain's head record was altered")
     return ChainReport(chain, count, True)
 
 
 def chains(session: Session) -> list[str]:
-    return list(session.execute(select(AuditChain.chain).order_by(AuditChain.chain)).scalars())
+    """Every chain to verify: each tenant's (whether or not its head row is still there), every chain that
+    has a head, and the platform chain. Needs the owner's (unscoped) session."""
+    found = {str(t) for t in session.execute(select(Tenant.id)).scalars()}
+    found.update(session.execute(select(AuditChain.chain)).scalars())
+    found.add(PLATFORM_CHAIN)
+    return sorted(found, key=lambda c: (c == PLATFORM_CHAIN, c))
 
 
-__all__ = ["CTX_KEY", "ChainReport", "label", "set_actor", "verify_chain"]
+__all__ = ["CTX_KEY", "ChainReport", "chains", "label", "record", "set_actor", "verify_chain"]

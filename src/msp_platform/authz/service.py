@@ -96,7 +96,16 @@ async def resolve_tenant_context(
     readable = frozenset(AccessibleTenantId(t) for t in await allowed)
     if tenant_header:
         tenant = await AuthzRepository(session).tenant_by_ref(tenant_header.strip())
-        if tenant is None or tenant.id not in readable:
+        if tenant is None:
+            raise NotFound(f"Tenant {tenant_header!r} not found.")
+        if tenant.id not in readable:
+            if principal.role is Role.msp_admin and tenant.status == TenantStatus.offboarded:
+                # "Data kept, access closed": the MSP can still read (retention, audit review), not write.
+                return TenantContext.read_only_view(
+                    AccessibleTenantId(tenant.id),
+                    f"Tenant {tenant.slug} is offboarded: its data can be read but not changed. Reactivate "
+                    "the tenant (POST /api/v1/tenants/{id}/reactivate) to change it.",
+                )
             raise NotFound(f"Tenant {tenant_header!r} not found.")
         chosen = AccessibleTenantId(tenant.id)
         # Write access to one tenant, read access to that tenant only: a request is about one tenant.

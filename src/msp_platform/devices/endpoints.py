@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, patch, post
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from msp_platform.auth.guards import protected
@@ -22,8 +20,16 @@ from msp_platform.devices.schemas import (
     DeviceSort,
     DeviceUpdate,
 )
-from msp_platform.kit.bulk import IMPORT_MAX_BODY_BYTES, MAX_ROWS, ImportMode, ImportReport, read_import
-from msp_platform.kit.deps import DEPENDENCIES, Ctx, Session, TenantId
+from msp_platform.kit.bulk import (
+    MAX_ROWS,
+    ImportMode,
+    ImportReport,
+    import_operation,
+    import_post,
+    read_import,
+)
+from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
+from msp_platform.kit.etag import IfMatch, check_if_match, headers_of
 from msp_platform.kit.pagination import Cursor, Limit, Page
 from msp_platform.kit.patch import sent_fields
 from msp_platform.models.device import Device, DeviceKind, DeviceStatus
@@ -46,52 +52,12 @@ columns absent from the file are left alone. Changing a row's serial is not poss
 serial or asset tag within the file, asset tag used by another device, unknown site code or user email,
 invalid kind, status or date, no identifier...). Every row is validated before anything is stored.
 `mode=atomic` (default) stores nothing if any row is bad (422 `import-failed` with the report);
-`mode=partial` stores the good rows and reports the rest (200); `dry_run=true` only reports (rows that would
-be stored say `valid`).
+`mode=partial` stores the good rows and reports the rest (200); `dry_run=true` only reports: rows that would
+be stored say `valid`, with `would` saying what storing them does (`created`, `updated` or `unchanged`).
+
+**Encoding**: UTF-8 unless a byte-order mark says UTF-16 or UTF-32 (Excel's "Unicode Text") or the
+Content-Type names a `charset`. The body may be up to MSP_IMPORT_MAX_BODY_BYTES (25 MB by default).
 """  # noqa: S608 - API documentation, not SQL
-
-_IMPORT_ROW = Schema(
-    type=OpenAPIType.OBJECT,
-    properties={c: Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL]) for c in IMPORT_COLUMNS},
-    required=list(IMPORT_REQUIRED_COLUMNS),
-    additional_properties=False,
-)
-_IMPORT_ROWS = Schema(type=OpenAPIType.ARRAY, items=_IMPORT_ROW, max_items=MAX_ROWS)
-_IMPORT_FILE = Schema(type=OpenAPIType.STRING, content_media_type="text/csv")
-
-
-@dataclass
-class _ImportOperation(Operation):
-    """The import reads its body itself (CSV, JSON or multipart), so its request body is documented here."""
-
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True,
-            description="The rows: a CSV file (header line first), or JSON rows.",
-            content={
-                "text/csv": OpenAPIMediaType(schema=_IMPORT_FILE),
-                "application/json": OpenAPIMediaType(
-                    schema=Schema(
-                        one_of=[
-                            _IMPORT_ROWS,
-                            Schema(
-                                type=OpenAPIType.OBJECT,
-                                properties={"rows": _IMPORT_ROWS},
-                                required=["rows"],
-                            ),
-                        ]
-                    )
-                ),
-                "multipart/form-data": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        properties={"file": _IMPORT_FILE},
-                        required=["file"],
-                    )
-                ),
-            },
-        )
-
 
 Sort = Annotated[
     DeviceSort,
@@ -152,11 +118,18 @@ class DeviceController(Controller):
     async def create(self, session: Session, tenant_id: TenantId, data: JSONBody[DeviceCreate]) -> DeviceOut:
         return device_out(await service.create_device(session, data))
 
-    @get("/", summary="List and search devices", **protected(Scope.devices_read))
+    @get(
+        "/",
+        summary="List and search devices",
+        description="Tenant administrators, integration clients and MSP staff see the tenant's inventory; a "
+        "tenant user (role `tenant_user`) sees only the devices assigned to them.",
+        **protected(Scope.devices_read),
+    )
     async def list_devices(
         self,
         session: Session,
         ctx: Ctx,
+        principal: Caller,
         limit: Limit = None,
         cursor: Cursor = None,
         sort: Sort = DeviceSort.created,
@@ -184,16 +157,25 @@ class DeviceController(Controller):
             seen_after=seen_after,
             never_seen=never_seen,
             q=q,
+            principal=principal,
         )
         return Page(items=[device_out(d) for d in rows], next_cursor=next_cursor)
 
-    @get("/{device_id:uuid}", summary="Get a device", **protected(Scope.devices_read))
-    async def get_device(self, session: Session, ctx: Ctx, device_id: FromPath[uuid.UUID]) -> DeviceOut:
-        return device_out(await service.get_device(session, device_id))
+    @get(
+        "/{device_id:uuid}",
+        summary="Get a device",
+        description="A tenant user reaches only the devices assigned to them (others answer 404).",
+        **protected(Scope.devices_read),
+    )
+    async def get_device(
+        self, session: Session, ctx: Ctx, principal: Caller, device_id: FromPath[uuid.UUID]
+    ) -> Response[DeviceOut]:
+        device = await service.get_device(session, device_id, principal=principal)
+        return Response(device_out(device), headers=headers_of(device))
 
     @patch(
         "/{device_id:uuid}",
-        summary="Update a device (only the fields sent)",
+        summary="Update a device (only the fields sent; If-Match guards against lost updates)",
         **protected(Scope.devices_write),
     )
     async def update(
@@ -202,10 +184,12 @@ class DeviceController(Controller):
         tenant_id: TenantId,
         device_id: FromPath[uuid.UUID],
         data: JSONBody[DeviceUpdate],
-    ) -> DeviceOut:
+        if_match: IfMatch = None,
+    ) -> Response[DeviceOut]:
         device = await service.get_device(session, device_id)
+        await check_if_match(session, device, if_match, f"Device {device.id}")
         await service.update_device(session, device, sent_fields(data))
-        return device_out(device)
+        return Response(device_out(device), headers=headers_of(device))
 
     @delete(
         "/{device_id:uuid}",
@@ -219,13 +203,12 @@ class DeviceController(Controller):
     async def retire(self, session: Session, tenant_id: TenantId, device_id: FromPath[uuid.UUID]) -> None:
         await service.retire_device(session, await service.get_device(session, device_id))
 
-    @post(
+    @import_post(
         "/import",
         summary="Import devices from CSV or JSON (upsert on serial, else asset tag)",
         description=IMPORT_DESCRIPTION,
         status_code=200,
-        request_max_body_size=IMPORT_MAX_BODY_BYTES,
-        operation_class=_ImportOperation,
+        operation_class=import_operation(IMPORT_COLUMNS, IMPORT_REQUIRED_COLUMNS),
         **protected(Scope.devices_write),
     )
     async def import_devices(

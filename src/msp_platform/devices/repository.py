@@ -178,8 +178,11 @@ class DeviceRepository:
         seen_after: datetime | None = None,
         never_seen: bool | None = None,
         q: str | None = None,
+        assigned_only: uuid.UUID | None = None,
     ) -> tuple[list[Device], str | None]:
         stmt: Select[Any] = select(Device)
+        if assigned_only is not None:
+            stmt = stmt.where(Device.assigned_user_id == assigned_only)
         if kinds:
             stmt = stmt.where(Device.kind.in_([k.value for k in kinds]))
         if statuses:

@@ -24,11 +24,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from msp_platform.audit.service import label
+from msp_platform.auth.principal import Principal
+from msp_platform.auth.scopes import Role
 from msp_platform.devices.repository import DeviceRepository, UserRef
 from msp_platform.devices.schemas import DeviceCreate, DeviceImportRow, DeviceSort
 from msp_platform.kit.bulk import ImportMode, ImportReport, ReportBuilder, RowStatus, SourceRow, convert_row
 from msp_platform.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from msp_platform.kit.ids import new_id
+from msp_platform.kit.params import require_aware
 from msp_platform.kit.patch import assign
 from msp_platform.kit.time import ensure_utc, utcnow
 from msp_platform.kit.validation import raise_if, text_errors
@@ -159,9 +162,24 @@ def _label_retirement(session: AsyncSession, device: Device, changed: dict[str, 
 # --- single devices ----------------------------------------------------------------------------------------
 
 
-async def get_device(session: AsyncSession, device_id: uuid.UUID) -> Device:
+def assigned_only(principal: Principal | None) -> uuid.UUID | None:
+    """Whose devices a caller may see: a plain tenant user (role ``tenant_user``) sees only the devices assigned
+    to them ("my devices"); tenant administrators, integration clients and MSP staff see the inventory.
+    Returns the user to restrict to, or None."""
+    if principal is not None and principal.role is Role.tenant_user:
+        if principal.user_id is None:  # a tenant_user is always a user; refuse to widen if not
+            raise NotFound("No devices.")
+        return principal.user_id
+    return None
+
+
+async def get_device(
+    session: AsyncSession, device_id: uuid.UUID, *, principal: Principal | None = None
+) -> Device:
+    """A device of the session's tenant; with ``principal``, one that caller may see (else 404)."""
     device = await DeviceRepository(session).get(device_id)
-    if device is None:
+    owner = assigned_only(principal)
+    if device is None or (owner is not None and device.assigned_user_id != owner):
         raise NotFound(f"Device {device_id} not found.")
     return device
 
@@ -217,16 +235,13 @@ async def list_devices(
     seen_after: datetime | None,
     never_seen: bool | None,
     q: str | None,
+    principal: Principal | None = None,
 ) -> tuple[list[Device], str | None]:
-    errors = [
-        FieldError(name, "needs a time zone (e.g. 2025-01-31T00:00:00Z)")
-        for name, value in (("seen_before", seen_before), ("seen_after", seen_after))
-        if value is not None and value.tzinfo is None
-    ]
+    require_aware(seen_before=seen_before, seen_after=seen_after)
     if q is not None and len(q) > SEARCH_MAX:
-        errors.append(FieldError("q", f"must be at most {SEARCH_MAX} characters"))
-    if errors:
-        raise ValidationFailed("Invalid filter.", errors=errors)
+        raise ValidationFailed(
+            "Invalid filter.", errors=[FieldError("q", f"must be at most {SEARCH_MAX} characters")]
+        )
     return await DeviceRepository(session).page(
         limit=limit,
         cursor=cursor,
@@ -240,6 +255,7 @@ async def list_devices(
         seen_after=seen_after,
         never_seen=never_seen,
         q=q.strip() if q else None,
+        assigned_only=assigned_only(principal),
     )
 
 

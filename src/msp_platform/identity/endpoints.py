@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 
@@ -34,9 +34,17 @@ from msp_platform.identity.schemas import (
     UserOut,
     UserUpdate,
 )
-from msp_platform.kit.bulk import IMPORT_MAX_BODY_BYTES, MAX_ROWS, ImportMode, ImportReport, read_import
+from msp_platform.kit.bulk import (
+    MAX_ROWS,
+    ImportMode,
+    ImportReport,
+    import_operation,
+    import_post,
+    read_import,
+)
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
 from msp_platform.kit.errors import Conflict, NotFound
+from msp_platform.kit.etag import IfMatch, check_if_match, headers_of
 from msp_platform.kit.pagination import Cursor, Limit, Page
 from msp_platform.kit.patch import sent_fields
 from msp_platform.kit.uow import STATE_ROLLBACK, provide_db_session
@@ -44,6 +52,7 @@ from msp_platform.models.oauth import OAuthClient
 from msp_platform.models.staff import StaffGrant, StaffMember
 from msp_platform.models.tenant import Tenant
 from msp_platform.models.user import User, UserRole
+from msp_platform.state import services_of
 
 
 def user_out(user: User) -> UserOut:
@@ -82,8 +91,12 @@ empty `title`, `department`, `site`, `phone` or `employee_id` cell clears it. `a
 (their tokens and open invitations are revoked).
 
 Every row is checked first; the report gives each row's status (`created`, `updated`, `unchanged`, `error` with
-reasons, or `valid` when nothing was stored). `mode=atomic` (default) stores nothing if any row is bad (422
-`import-failed` with the report); `mode=partial` stores the good rows; `dry_run=true` only reports."""
+reasons, or `valid` when nothing was stored, with `would` saying what storing it does). `mode=atomic` (default)
+stores nothing if any row is bad (422 `import-failed` with the report); `mode=partial` stores the good rows;
+`dry_run=true` only reports.
+
+The file is UTF-8 unless a byte-order mark says UTF-16 or UTF-32 or `charset=` names another encoding; the
+body may be up to MSP_IMPORT_MAX_BODY_BYTES (25 MB by default)."""
 
 
 def client_out(row: OAuthClient) -> ClientOut:
@@ -153,15 +166,17 @@ class UserController(Controller):
         )
         return Page(items=[user_out(u) for u in rows], next_cursor=next_cursor)
 
-    @get("/{user_id:uuid}", summary="Get a user", **USERS_READ)
-    async def get_user(self, session: Session, ctx: Ctx, user_id: FromPath[uuid.UUID]) -> UserOut:
-        return user_out(await service.get_user(session, user_id))
+    @get("/{user_id:uuid}", summary="Get a user (with its ETag)", **USERS_READ)
+    async def get_user(self, session: Session, ctx: Ctx, user_id: FromPath[uuid.UUID]) -> Response[UserOut]:
+        user = await service.get_user(session, user_id)
+        return Response(user_out(user), headers=headers_of(user))
 
     @patch(
         "/{user_id:uuid}",
         summary="Update a user (only the fields sent)",
         description="Administrators cannot remove their own administrator role. To deactivate a user, use "
-        "`POST /api/v1/users/{user_id}/deactivate`.",
+        "`POST /api/v1/users/{user_id}/deactivate`. Send `If-Match` with the ETag of a GET to be refused "
+        "(412) instead of overwriting someone else's change.",
         **USERS_WRITE,
     )
     async def update(
@@ -171,10 +186,12 @@ class UserController(Controller):
         principal: Caller,
         user_id: FromPath[uuid.UUID],
         data: JSONBody[UserUpdate],
-    ) -> UserOut:
+        if_match: IfMatch = None,
+    ) -> Response[UserOut]:
         user = await service.get_user(session, user_id)
+        await check_if_match(session, user, if_match, f"User {user.email}")
         await service.update_user(session, user, sent_fields(data), actor=principal)
-        return user_out(user)
+        return Response(user_out(user), headers=headers_of(user))
 
     @post(
         "/{user_id:uuid}/deactivate",
@@ -228,12 +245,14 @@ class UserController(Controller):
             id=invitation.id, user_id=user.id, token=token, expires_at=invitation.expires_at
         )
 
-    @post(
+    @import_post(
         "/import",
         status_code=200,
         summary="Bulk onboarding: upsert users by email from CSV or JSON",
         description=IMPORT_DESCRIPTION,
-        request_max_body_size=IMPORT_MAX_BODY_BYTES,
+        operation_class=import_operation(
+            service.IMPORT_COLUMNS, service.IMPORT_REQUIRED, bool_columns=service.IMPORT_BOOL_COLUMNS
+        ),
         **USERS_WRITE,
     )
     async def import_users(
@@ -265,9 +284,17 @@ class InvitationAcceptController(Controller):
         summary="Accept an invitation: set your password",
         description="Public: the invitation token is the credential. Afterwards sign in with "
         "`POST /api/v1/auth/sign-in` and `tenant` set to the returned slug. An unknown, expired, used or "
-        "withdrawn token is a 400 `invitation-invalid` problem (`reason` says which).",
+        "withdrawn token is a 400 `invitation-invalid` problem (`reason` says which). Attempts are limited "
+        "per client address (MSP_RATE_LIMIT_PER_MINUTE): beyond it, 429 with `Retry-After`.",
     )
-    async def accept(self, session: Session, data: JSONBody[InvitationAccept]) -> InvitationAccepted:
+    async def accept(
+        self, request: Request[Any, Any, Any], session: Session, data: JSONBody[InvitationAccept]
+    ) -> InvitationAccepted:
+        services = services_of(request.app)
+        address = request.client.host if request.client else "unknown"
+        await services.limiter.hit(
+            f"accept-invitation:{address}", limit=services.settings.rate_limit_per_minute, window=60
+        )
         user, tenant = await service.accept_invitation(session, data.token, data.password)
         return InvitationAccepted(user_id=user.id, email=user.email, tenant=tenant.slug)
 
@@ -298,19 +325,19 @@ class ClientController(Controller):
     async def list_clients(
         self,
         session: Session,
-        tenant_id: TenantId,
+        ctx: Ctx,
         limit: Limit = None,
         cursor: Cursor = None,
         include_revoked: FromQuery[bool] = False,
     ) -> Page[ClientOut]:
         rows, next_cursor = await ClientRepository(session).page(
-            tenant_id, limit=limit, cursor=cursor, include_revoked=include_revoked
+            ctx.require_one_tenant(), limit=limit, cursor=cursor, include_revoked=include_revoked
         )
         return Page(items=[client_out(r) for r in rows], next_cursor=next_cursor)
 
     @get("/{client_id:str}", summary="Get an integration client", **protected(Scope.clients_read))
-    async def get_client(self, session: Session, tenant_id: TenantId, client_id: FromPath[str]) -> ClientOut:
-        row = await ClientRepository(session).get(tenant_id, client_id)
+    async def get_client(self, session: Session, ctx: Ctx, client_id: FromPath[str]) -> ClientOut:
+        row = await ClientRepository(session).get(ctx.require_one_tenant(), client_id)
         if row is None:
             raise NotFound(f"Client {client_id} not found.")
         return client_out(row)

@@ -46,6 +46,9 @@ class ClientRepository:
         self.session = session
 
     def _of(self, tenant_id: AccessibleTenantId) -> Select[OAuthClient]:
+        # Not covered by the session's automatic scoping: oauth_clients is a platform table (the token endpoint
+        # looks a client up by client_id before any tenant context exists), so it carries tenant_id as data and
+        # this repository names the caller's tenant, an AccessibleTenantId only authz can produce.
         return select(OAuthClient).where(OAuthClient.tenant_id == tenant_id)
 
     async def page(
@@ -68,6 +71,10 @@ class ClientRepository:
             self._of(tenant_id).where(OAuthClient.client_id == client_id)
         )
         return found
+
+    async def active(self, tenant_id: AccessibleTenantId) -> list[OAuthClient]:
+        rows = await self.session.scalars(self._of(tenant_id).where(OAuthClient.revoked_at.is_(None)))
+        return list(rows.all())
 
 
 class StaffRepository:
@@ -196,6 +203,13 @@ class UserRepository:
             found.extend(rows)
         return found
 
+    async def all_open_invitations(self) -> list[Invitation]:
+        """Every unused, unrevoked invitation of the tenant."""
+        rows = await self.session.scalars(
+            select(Invitation).where(Invitation.used_at.is_(None), Invitation.revoked_at.is_(None))
+        )
+        return list(rows.all())
+
     async def invitation_by_hash(self, token_hash: str) -> Invitation | None:
         # FOR UPDATE: two concurrent accepts of one token queue here; the second sees it used.
         found: Invitation | None = await self.session.scalar(
@@ -206,6 +220,17 @@ class UserRepository:
     async def tenant(self, tenant_id: uuid.UUID) -> Tenant | None:
         found: Tenant | None = await self.session.get(Tenant, tenant_id)
         return found
+
+    async def revoke_all_refresh_tokens(self, tenant_id: AccessibleTenantId, at: datetime) -> int:
+        """Every live refresh token of the tenant (all its users and clients); returns how many. A platform
+        table like oauth_clients (the token endpoint reads it before any tenant context), hence the tenant
+        named explicitly."""
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.tenant_id == tenant_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def revoke_refresh_tokens(
         self, tenant_id: AccessibleTenantId, user_ids: Iterable[uuid.UUID], at: datetime

@@ -24,7 +24,7 @@ from msp_platform.auth.scopes import CLIENT_MAX_SCOPES, format_scope, parse_scop
 from msp_platform.authz.service import system_tenant_context
 from msp_platform.authz.types import AccessibleTenantId
 from msp_platform.db.session import set_tenant_context
-from msp_platform.identity.repository import UserRepository
+from msp_platform.identity.repository import ClientRepository, UserRepository
 from msp_platform.identity.schemas import UserCreate, UserImportRow
 from msp_platform.kit.bulk import ImportMode, ImportReport, ReportBuilder, RowStatus, SourceRow, convert_row
 from msp_platform.kit.crypto import sha256_hex
@@ -127,6 +127,25 @@ async def create_client_for_slug(
         session, tenant_id=tenant.id, name=name, scopes=scopes, created_by=created_by
     )
     return client.client_id, secret
+
+
+async def close_tenant_access(session: AsyncSession, tenant_id: AccessibleTenantId) -> dict[str, int]:
+    """Offboarding closes every way into the tenant: open invitations are revoked, every refresh token of its
+    users and clients is revoked, and its integration clients are revoked (as ``DELETE /clients/{id}`` does;
+    after a reactivation the tenant creates new ones). The session must be bound to the tenant."""
+    now = utcnow()
+    repo = UserRepository(session)
+    invitations = await repo.all_open_invitations()
+    for invitation in invitations:
+        invitation.revoked_at = now
+        label(session, invitation, "revoked")
+    clients = await ClientRepository(session).active(tenant_id)
+    for client in clients:
+        client.revoked_at = now
+        label(session, client, "revoked")
+    tokens = await repo.revoke_all_refresh_tokens(tenant_id, now)
+    await session.flush()
+    return {"invitations": len(invitations), "clients": len(clients), "refresh_tokens": tokens}
 
 
 async def revoke_client(client: OAuthClient) -> None:

@@ -19,8 +19,9 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import Request
+from litestar import Litestar, Request, post
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from msp_platform.kit.errors import (
     BadRequest,
@@ -32,6 +33,7 @@ from msp_platform.kit.errors import (
 )
 
 MAX_ROWS = 10_000
+# The default of MSP_IMPORT_MAX_BODY_BYTES (``Settings.import_max_body_bytes``), which ``import_post`` applies.
 IMPORT_MAX_BODY_BYTES = 25 * 1024 * 1024
 T = TypeVar("T")
 _TRUE = {"true", "yes", "y", "1", "t", "x"}
@@ -70,6 +72,8 @@ class RowOutcome(msgspec.Struct, kw_only=True):
     key: str | None = None
     id: str | None = None
     errors: list[RowError] = msgspec.field(default_factory=list)
+    # A row reported ``valid`` (nothing stored): what storing it would have done (created, updated, unchanged).
+    would: str | None = None
 
 
 class ImportReport(msgspec.Struct, kw_only=True):
@@ -80,6 +84,8 @@ class ImportReport(msgspec.Struct, kw_only=True):
     created: int
     updated: int
     unchanged: int
+    # Rows that are fine but were not stored (a dry run, or an atomic import refused because of other rows).
+    valid: int = 0
     failed: int
     rows: list[RowOutcome]
 
@@ -131,13 +137,19 @@ class ReportBuilder:
 
     def build(self, *, committed: bool) -> ImportReport:
         rows = [self.outcomes[k] for k in sorted(self.outcomes)]
-        if not committed and not self.dry_run:
-            # An atomic import that failed stored nothing: say so row by row instead of claiming "created".
-            # (A dry run keeps created/updated/unchanged as the preview of what it would do.)
+        if not committed:
+            # Nothing was stored (a dry run, or an atomic import with bad rows): a good row says ``valid`` and
+            # ``would`` says what storing it does. No id of a row that would be created: it never existed.
             rows = [
-                RowOutcome(row=o.row, status=RowStatus.valid, key=o.key, id=None)
-                if o.status != RowStatus.error
-                else o
+                o
+                if o.status == RowStatus.error
+                else RowOutcome(
+                    row=o.row,
+                    status=RowStatus.valid,
+                    key=o.key,
+                    id=o.id if o.status != RowStatus.created else None,
+                    would=o.status,
+                )
                 for o in rows
             ]
 
@@ -152,6 +164,7 @@ class ReportBuilder:
             created=count(RowStatus.created),
             updated=count(RowStatus.updated),
             unchanged=count(RowStatus.unchanged),
+            valid=count(RowStatus.valid),
             failed=count(RowStatus.error),
             rows=rows,
         )
@@ -163,6 +176,74 @@ class ReportBuilder:
         return self.build(committed=not self.dry_run)
 
 
+# --- the route ----------------------------------------------------------------------------------------------
+
+
+class import_post(post):  # used as a decorator, like litestar's ``post``
+    """``@post`` for a bulk import: its request body limit is the app's MSP_IMPORT_MAX_BODY_BYTES
+    (``Settings.import_max_body_bytes``) instead of the general MSP_REQUEST_MAX_BODY_BYTES. Set when the
+    handler is registered with an app, so each app applies its own settings."""
+
+    def on_registration(self, app: Litestar) -> None:
+        settings = app.state.get("settings")
+        limit = getattr(settings, "import_max_body_bytes", None)
+        self.request_max_body_size = limit if isinstance(limit, int) else IMPORT_MAX_BODY_BYTES
+        super().on_registration(app)
+
+
+def import_operation(
+    columns: Sequence[str], required: Sequence[str], *, bool_columns: Iterable[str] = ()
+) -> type[Operation]:
+    """An ``operation_class`` documenting an import's request body (the handler reads the body itself, so
+    Litestar cannot infer it): CSV, JSON rows (an array or ``{"rows": [...]}``) and a multipart ``file``."""
+    flags = set(bool_columns)
+
+    def cell(name: str) -> Schema:
+        if name in flags:
+            return Schema(type=[OpenAPIType.BOOLEAN, OpenAPIType.STRING, OpenAPIType.NULL])
+        return Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL])
+
+    row = Schema(
+        type=OpenAPIType.OBJECT,
+        properties={name: cell(name) for name in columns},
+        required=list(required),
+        additional_properties=False,
+    )
+    rows = Schema(type=OpenAPIType.ARRAY, items=row, max_items=MAX_ROWS)
+    csv_file = Schema(
+        type=OpenAPIType.STRING,
+        content_media_type="text/csv",
+        description=f"A header line naming the columns ({', '.join(columns)}), then one line per row. UTF-8 "
+        "unless a byte-order mark (UTF-8, UTF-16, UTF-32) or `charset=` says otherwise.",
+    )
+    body = RequestBody(
+        required=True,
+        description=f"Up to {MAX_ROWS:,} rows, as CSV, JSON or a multipart file upload. The body may be as large "
+        "as MSP_IMPORT_MAX_BODY_BYTES (25 MB by default); a larger one gets 413.",
+        content={
+            "text/csv": OpenAPIMediaType(schema=csv_file),
+            "application/json": OpenAPIMediaType(
+                schema=Schema(
+                    one_of=[
+                        rows,
+                        Schema(type=OpenAPIType.OBJECT, properties={"rows": rows}, required=["rows"]),
+                    ]
+                )
+            ),
+            "multipart/form-data": OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.OBJECT, properties={"file": csv_file}, required=["file"])
+            ),
+        },
+    )
+
+    @dataclass
+    class ImportOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return ImportOperation
+
+
 # --- reading ------------------------------------------------------------------------------------------------
 
 
@@ -170,10 +251,36 @@ def _normalize_header(name: str) -> str:
     return re.sub(r"[\s-]+", "_", name.strip().lower())
 
 
+# Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one). The codecs named here
+# drop the mark while decoding.
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def _bom_encoding(data: bytes) -> str | None:
+    """The encoding a byte-order mark announces (Excel's "Unicode Text" and many exports write UTF-16 with
+    one), or None."""
+    for mark, encoding in _BOMS:
+        if data.startswith(mark):
+            return encoding
+    return None
+
+
+def _looks_like_utf16(data: bytes) -> bool:
+    sample = data[:200]
+    return len(sample) >= 4 and sample.count(0) * 3 >= len(sample)
+
+
 def parse_csv(
     data: bytes, *, charset: str | None, columns: Sequence[str], required: Sequence[str] = ()
 ) -> list[SourceRow]:
-    encoding = (charset or "utf-8-sig").lower()
+    sniffed = _bom_encoding(data) if charset is None else None
+    encoding = (sniffed or charset or "utf-8-sig").lower()
     if encoding in {"utf-8", "utf8"}:
         encoding = "utf-8-sig"  # Excel writes a byte-order mark
     try:
@@ -182,9 +289,15 @@ def parse_csv(
         raise UnsupportedMediaType(f"Unknown charset {charset!r}.") from exc
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
+        name = sniffed or charset or "UTF-8"
+        hint = (
+            " It looks like UTF-16 without a byte-order mark: name it, e.g. text/csv; charset=utf-16le."
+            if charset is None and _looks_like_utf16(data)
+            else ""
+        )
         raise ValidationFailed(
-            f"The file is not valid {charset or 'UTF-8'} (byte {exc.start}, line {line}). Save it as "
-            "'CSV UTF-8', or name its encoding: Content-Type: text/csv; charset=windows-1252.",
+            f"The file is not valid {name} (byte {exc.start}, line {line}). Save it as 'CSV UTF-8', or name "
+            f"its encoding: Content-Type: text/csv; charset=windows-1252.{hint}",
             errors=[FieldError("file", f"undecodable byte at line {line}")],
         ) from exc
     if "\x00" in text:

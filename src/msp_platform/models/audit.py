@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from msp_platform.db.base import Base, TenantOwned
@@ -21,13 +21,16 @@ class _AuditColumns:
     object_id: Mapped[str] = mapped_column(String(80))
     changes: Mapped[dict[str, Any]] = mapped_column(JSONType)
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Staff-only (e.g. about an internal work note): MSP staff read it, tenant-level readers never do.
+    internal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
 
 class AuditEvent(_AuditColumns, TenantOwned, Base):
-    """Append-only, hash-chained per tenant: each event's hash covers its content and the previous hash, so
-    editing or deleting a stored event breaks the chain (``msp audit verify``)."""
+    """Append-only, hash-chained per tenant: each event's hash is an HMAC (keyed from MSP_SECRET_KEY) over its
+    content and the previous hash, so editing or deleting a stored event breaks the chain, and re-hashing the
+    rest of the chain needs the key (``msp audit verify``)."""
 
     __tablename__ = "audit_events"
     __table_args__ = (
@@ -46,7 +49,8 @@ class PlatformAuditEvent(_AuditColumns, Base):
 
 
 class AuditChain(Base):
-    """The head of each chain (a tenant id, or ``platform``); locked while a transaction appends."""
+    """The head of each chain (a tenant id, or ``platform``); locked while a transaction appends. ``mac`` is an
+    HMAC over (chain, seq, head_hash): moving the head back to hide removed events needs the key."""
 
     __tablename__ = "audit_chains"
 
@@ -54,3 +58,4 @@ class AuditChain(Base):
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     head_hash: Mapped[str] = mapped_column(String(64))
     events: Mapped[int] = mapped_column(Integer, default=0)
+    mac: Mapped[str | None] = mapped_column(String(64))

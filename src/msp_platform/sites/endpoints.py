@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from msp_platform.auth.guards import protected
 from msp_platform.auth.scopes import Scope
 from msp_platform.kit.deps import DEPENDENCIES, Ctx, Session, TenantId
+from msp_platform.kit.etag import IfMatch, check_if_match, headers_of
 from msp_platform.kit.pagination import Cursor, Limit, Page
 from msp_platform.kit.patch import sent_fields
 from msp_platform.models.site import Site, SiteKind
@@ -60,17 +61,28 @@ class SiteController(Controller):
         )
         return Page(items=[site_out(s) for s in rows], next_cursor=next_cursor)
 
-    @get("/{site_id:uuid}", summary="Get a site", **protected(Scope.sites_read))
-    async def get_site(self, session: Session, ctx: Ctx, site_id: FromPath[uuid.UUID]) -> SiteOut:
-        return site_out(await service.get_site(session, site_id))
-
-    @patch("/{site_id:uuid}", summary="Update a site (only the fields sent)", **protected(Scope.sites_write))
-    async def update(
-        self, session: Session, tenant_id: TenantId, site_id: FromPath[uuid.UUID], data: JSONBody[SiteUpdate]
-    ) -> SiteOut:
+    @get("/{site_id:uuid}", summary="Get a site (with its ETag)", **protected(Scope.sites_read))
+    async def get_site(self, session: Session, ctx: Ctx, site_id: FromPath[uuid.UUID]) -> Response[SiteOut]:
         site = await service.get_site(session, site_id)
+        return Response(site_out(site), headers=headers_of(site))
+
+    @patch(
+        "/{site_id:uuid}",
+        summary="Update a site (only the fields sent; If-Match guards against lost updates)",
+        **protected(Scope.sites_write),
+    )
+    async def update(
+        self,
+        session: Session,
+        tenant_id: TenantId,
+        site_id: FromPath[uuid.UUID],
+        data: JSONBody[SiteUpdate],
+        if_match: IfMatch = None,
+    ) -> Response[SiteOut]:
+        site = await service.get_site(session, site_id)
+        await check_if_match(session, site, if_match, f"Site {site.code}")
         await service.update_site(session, site, sent_fields(data))
-        return site_out(site)
+        return Response(site_out(site), headers=headers_of(site))
 
     @delete("/{site_id:uuid}", summary="Delete an unused site", **protected(Scope.sites_write))
     async def remove(self, session: Session, tenant_id: TenantId, site_id: FromPath[uuid.UUID]) -> None:

@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from msp_platform.kit.pagination import Ordering, SortKey, paginate
 from msp_platform.models.device import Device
+from msp_platform.models.incident import Incident
 from msp_platform.models.site import Site
 from msp_platform.models.user import User
 
@@ -54,8 +55,13 @@ class SiteRepository:
         if parent_id is not None:
             stmt = stmt.where(Site.parent_id == parent_id)
         if q:
-            pattern = f"%{q.lower()}%"
-            stmt = stmt.where(or_(func.lower(Site.name).like(pattern), func.lower(Site.code).like(pattern)))
+            pattern = _contains(q)
+            stmt = stmt.where(
+                or_(
+                    func.lower(Site.name).like(pattern, escape="\\"),
+                    func.lower(Site.code).like(pattern, escape="\\"),
+                )
+            )
         return await paginate(
             self.session, stmt, ordering=SITE_ORDER, limit=limit, cursor=cursor, scope="sites"
         )
@@ -68,12 +74,24 @@ class SiteRepository:
             current = await self.session.scalar(select(Site.parent_id).where(Site.id == current))
         return chain
 
+    async def usage(self, site_id: uuid.UUID) -> dict[str, int]:
+        """What still refers to a site: {"users": n, "devices": n, "incidents": n, "sub-sites": n} (non-zero
+        counts only). Every table with a foreign key to sites belongs here."""
+        counts = {
+            "users": select(func.count()).where(User.site_id == site_id).scalar_subquery(),
+            "devices": select(func.count()).where(Device.site_id == site_id).scalar_subquery(),
+            "incidents": select(func.count()).where(Incident.site_id == site_id).scalar_subquery(),
+            "sub-sites": select(func.count()).where(Site.parent_id == site_id).scalar_subquery(),
+        }
+        row = (await self.session.execute(select(*counts.values()))).one()
+        return {name: int(n) for name, n in zip(counts, row, strict=True) if n}
+
     async def in_use(self, site_id: uuid.UUID) -> bool:
-        used = await self.session.scalar(
-            select(
-                exists().where(User.site_id == site_id)
-                | exists().where(Device.site_id == site_id)
-                | exists().where(Site.parent_id == site_id)
-            )
-        )
-        return bool(used)
+        return bool(await self.usage(site_id))
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern (escape character ``\\``) matching ``text`` anywhere, case-insensitively: ``%``, ``_`` and
+    ``\\`` in the search are literal characters, not wildcards."""
+    escaped = text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

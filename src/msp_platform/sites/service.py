@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from msp_platform.kit.errors import Conflict, FieldError, NotFound
@@ -40,6 +41,19 @@ async def _check(
     return errors
 
 
+async def _flush(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Checked above, but a concurrent request may have taken the code (or removed the parent) since: answer
+    409 with what happened, never 500."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        what = f"site code {values['code'].upper()}" if "code" in values else "a site this change refers to"
+        raise Conflict(
+            f"Another request changed the tenant's sites meanwhile ({what} is taken, or the parent site was "
+            "removed). Nothing was saved; check and retry."
+        ) from exc
+
+
 async def create_site(session: AsyncSession, data: SiteCreate) -> Site:
     repo = SiteRepository(session)
     values: dict[str, Any] = {
@@ -53,7 +67,7 @@ async def create_site(session: AsyncSession, data: SiteCreate) -> Site:
     raise_if(await _check(repo, values, site_id=None), "The site is invalid.")
     site = Site(**{**values, "code": values["code"].upper()}, active=True)
     session.add(site)
-    await session.flush()
+    await _flush(session, values)
     return site
 
 
@@ -67,18 +81,28 @@ async def update_site(
     if "code" in values:
         values["code"] = values["code"].upper()
     changed = assign(site, values)
-    await session.flush()
+    await _flush(session, values)
     return changed
 
 
 async def delete_site(session: AsyncSession, site: Site) -> None:
-    if await SiteRepository(session).in_use(site.id):
+    usage = await SiteRepository(session).usage(site.id)
+    if usage:
+        listed = ", ".join(f"{count} {what}" for what, count in usage.items())
         raise Conflict(
-            f"Site {site.code} still has users, devices or sub-sites; move them or deactivate the site "
-            "(PATCH active=false) instead."
+            f"Site {site.code} is still used by {listed}; nothing was deleted. Move them to another site, or "
+            "deactivate this one (PATCH active=false) to keep its history.",
+            extra={"in_use": usage},
         )
     await session.delete(site)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # Something started referring to the site after the check above (a concurrent request).
+        raise Conflict(
+            f"Site {site.code} came into use meanwhile; nothing was deleted. Deactivate it (PATCH "
+            "active=false) instead."
+        ) from exc
 
 
 async def get_site(session: AsyncSession, site_id: uuid.UUID) -> Site:

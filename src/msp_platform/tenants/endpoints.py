@@ -6,12 +6,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, Response, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from msp_platform.auth.guards import BEARER, protected
 from msp_platform.auth.scopes import Role, Scope
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Session
+from msp_platform.kit.etag import IfMatch, check_if_match, headers_of
 from msp_platform.kit.pagination import Cursor, Limit, Page
 from msp_platform.kit.patch import sent_fields
 from msp_platform.models.tenant import Tenant, TenantStatus
@@ -86,11 +87,12 @@ class TenantController(Controller):
         )
         return Page(items=[tenant_out(t) for t in rows], next_cursor=next_cursor)
 
-    @get("/{tenant_id:uuid}", summary="Get a tenant", **protected(Scope.tenants_read))
+    @get("/{tenant_id:uuid}", summary="Get a tenant (with its ETag)", **protected(Scope.tenants_read))
     async def get_tenant(
         self, session: Session, principal: Caller, tenant_id: FromPath[uuid.UUID]
-    ) -> TenantOut:
-        return tenant_out(await service.get_tenant(session, principal, tenant_id))
+    ) -> Response[TenantOut]:
+        tenant = await service.get_tenant(session, principal, tenant_id)
+        return Response(tenant_out(tenant), headers=headers_of(tenant))
 
     @get(
         "/{tenant_id:uuid}/children",
@@ -119,7 +121,8 @@ class TenantController(Controller):
 
     @patch(
         "/{tenant_id:uuid}",
-        summary="Update a tenant (MSP administrators; only the fields sent)",
+        summary="Update a tenant (MSP administrators; only the fields sent; If-Match guards against lost "
+        "updates)",
         **ADMIN_CHANGE,
     )
     async def update(
@@ -128,10 +131,12 @@ class TenantController(Controller):
         principal: Caller,
         tenant_id: FromPath[uuid.UUID],
         data: JSONBody[TenantUpdate],
-    ) -> TenantOut:
+        if_match: IfMatch = None,
+    ) -> Response[TenantOut]:
         tenant = await service.tenant_to_change(session, principal, tenant_id)
+        await check_if_match(session, tenant, if_match, f"Tenant {tenant.slug}")
         await service.update_tenant(session, tenant, sent_fields(data))
-        return tenant_out(tenant)
+        return Response(tenant_out(tenant), headers=headers_of(tenant))
 
     @post(
         "/{tenant_id:uuid}/suspend",

@@ -18,6 +18,13 @@ from msp_platform.models.site import Site
 from msp_platform.models.tenant import Tenant, TenantStatus
 from msp_platform.models.user import User
 
+
+def _contains(text: str) -> str:
+    """A LIKE pattern (escape ``\\``) for ``text`` anywhere, lower-cased: ``%``, ``_`` and ``\\`` are literal."""
+    escaped = text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 TENANT_ORDER = Ordering("slug", (SortKey(Tenant.slug), SortKey(Tenant.id)))
 MAX_DEPTH = 64
 
@@ -72,8 +79,13 @@ class TenantRepository:
         if parent_id is not None:
             stmt = stmt.where(Tenant.parent_id == parent_id)
         if q:
-            pattern = f"%{q.lower()}%"
-            stmt = stmt.where(or_(func.lower(Tenant.name).like(pattern), Tenant.slug.like(pattern)))
+            pattern = _contains(q)
+            stmt = stmt.where(
+                or_(
+                    func.lower(Tenant.name).like(pattern, escape="\\"),
+                    Tenant.slug.like(pattern, escape="\\"),
+                )
+            )
         return await paginate(
             self.session, stmt, ordering=TENANT_ORDER, limit=limit, cursor=cursor, scope=scope
         )

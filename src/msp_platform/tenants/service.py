@@ -13,12 +13,15 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from msp_platform.audit.service import label
 from msp_platform.auth.principal import Principal
 from msp_platform.auth.scopes import Role, Scope
 from msp_platform.authz.service import bind_new_tenant, bind_tenant, staff_tenants
+from msp_platform.db.session import get_tenant_context
+from msp_platform.identity import service as identity_service
 from msp_platform.kit import calendar as cal
 from msp_platform.kit.errors import Conflict, FieldError, Forbidden, InsufficientScope, NotFound
 from msp_platform.kit.ids import new_id
@@ -246,6 +249,24 @@ async def tenant_to_change(session: AsyncSession, principal: Principal, tenant_i
 # --- create and change -------------------------------------------------------------------------------------
 
 
+async def _flush(session: AsyncSession, values: dict[str, Any]) -> None:
+    """The slug and ticket prefix were checked, but a concurrent request may have taken one since (PostgreSQL;
+    SQLite writers queue): answer 409 naming them, never 500."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        taken = []
+        if "slug" in values:
+            taken.append(f"slug {values['slug']!r}")
+        if "ticket_prefix" in values:
+            taken.append(f"ticket prefix {values['ticket_prefix']}")
+        what = " or ".join(taken) or "a value that must be unique"
+        raise Conflict(
+            f"Another request created or changed a tenant meanwhile: {what} is already used (or the parent "
+            "tenant changed). Nothing was saved; check and retry."
+        ) from exc
+
+
 async def create_tenant(session: AsyncSession, principal: Principal, data: TenantCreate) -> Tenant:
     repo = TenantRepository(session)
     values = _normalized(
@@ -261,7 +282,7 @@ async def create_tenant(session: AsyncSession, principal: Principal, data: Tenan
     raise_if(await _check(repo, values, tenant=None), "The tenant is invalid.")
     tenant = Tenant(id=new_id(), status=TenantStatus.active, **_stored(values))
     session.add(tenant)
-    await session.flush()
+    await _flush(session, values)
     # Its audit events (starting with tenant.created) belong to its own chain.
     await bind_new_tenant(session, principal, tenant.id)
     return tenant
@@ -275,7 +296,7 @@ async def update_tenant(
     values = _normalized(values)
     raise_if(await _check(repo, values, tenant=tenant), "The change is invalid.")
     changed = assign(tenant, _stored(values))
-    await session.flush()
+    await _flush(session, values)
     return changed
 
 
@@ -333,5 +354,11 @@ async def offboard(session: AsyncSession, tenant: Tenant, reason: str) -> Tenant
     tenant.status = TenantStatus.offboarded
     tenant.status_reason = reason
     tenant.offboarded_at = utcnow()
+    # Access closed for good: a later reactivation restores the tenant, not old invitations, sessions or
+    # client credentials.
+    ctx = get_tenant_context(session)
+    if ctx is None or ctx.tenant_id != tenant.id:
+        raise RuntimeError("offboard: the session must be bound to the tenant (tenant_to_change)")
+    await identity_service.close_tenant_access(session, ctx.tenant_id)
     await session.flush()
     return tenant

@@ -1,0 +1,259 @@
+"""The keyed audit chain: tampering is found even when the attacker also edits or deletes the chain head, or
+rewrites an event and re-hashes the rest of the chain without the key. Staff-only (internal) events."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from click.testing import CliRunner, Result
+from httpx import AsyncClient
+from sqlalchemy import delete, func, select, update
+from tests.conftest import Backend, Factory
+
+from msp_platform.audit.cli import audit_cli
+from msp_platform.audit.service import GENESIS, chains, record, verify_chain
+from msp_platform.authz.service import system_tenant_context
+from msp_platform.db.engine import Database
+from msp_platform.db.session import set_tenant_context
+from msp_platform.models.audit import AuditChain, AuditEvent
+from msp_platform.models.tenant import Tenant
+from msp_platform.models.user import User
+
+VERIFY = "/api/v1/audit-events/verify"
+EVENTS = "/api/v1/audit-events"
+
+
+async def _tenant_with_events(factory: Factory, client: AsyncClient) -> tuple[Tenant, dict[str, str]]:
+    tenant = await factory.tenant()
+    admin = await factory.user(tenant, role="tenant_admin")
+    headers = await factory.headers(admin)
+    for code in ("C1", "C2", "C3"):
+        created = await client.post("/api/v1/sites", json={"code": code, "name": code}, headers=headers)
+        assert created.status_code == 201, created.text
+    assert (await client.get(VERIFY, headers=headers)).json()["valid"] is True
+    return tenant, headers
+
+
+def _cli_env(backend: Backend) -> dict[str, str | None]:
+    settings = backend.settings
+    return {
+        "MSP_DATABASE_URL": settings.effective_database_url,
+        "MSP_DATABASE_OWNER_URL": settings.effective_owner_url,
+        "MSP_VAR_DIR": str(settings.var_dir),
+        "MSP_SECRET_KEY": "test-secret-key",
+    }
+
+
+async def _cli_verify(backend: Backend, tenant: Tenant) -> Result:
+    """``msp audit verify --tenant SLUG``, in a thread (the command runs its own event loop)."""
+    runner = CliRunner()
+    return await asyncio.to_thread(
+        runner.invoke, audit_cli, ["verify", "--tenant", tenant.slug], env=_cli_env(backend)
+    )
+
+
+async def test_a_deleted_chain_head_is_tampering(
+    backend: Backend, factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    # The attack: alter an event, then delete the head so nothing says where the chain should end.
+    async with owner_db.dangerously_unscoped_session() as session:
+        await session.execute(
+            update(AuditEvent)
+            .where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq == 2)
+            .values(actor="someone-else")
+        )
+        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
+        await session.commit()
+        assert str(tenant.id) in await session.run_sync(chains), "a tenant without a head is still checked"
+    report = (await client.get(VERIFY, headers=headers)).json()
+    assert report["valid"] is False
+    assert report["first_bad_seq"] == 2
+    # Only the head gone (the events intact): still tampering.
+    async with owner_db.dangerously_unscoped_session() as session:
+        rows = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq > 1)
+            )
+        ).all()
+        await session.execute(delete(AuditEvent).where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq > 1))
+        await session.commit()
+        await set_tenant_context(session, system_tenant_context(tenant.id))
+        only_first = await session.run_sync(verify_chain, str(tenant.id))
+    assert rows
+    assert (only_first.valid, only_first.problem) == (False, "the chain's head record is missing")
+    assert (await client.get(VERIFY, headers=headers)).json()[
+        "problem"
+    ] == "the chain's head record is missing"
+    cli = await _cli_verify(backend, tenant)
+    assert cli.exit_code == 1, cli.output
+    assert f"TAMPERED {tenant.slug}: the chain's head record is missing" in cli.output
+    # Writing on would start the chain over and bury the damage: the tenant's changes are refused instead.
+    refused = await client.post("/api/v1/sites", json={"code": "AFTER", "name": "After"}, headers=headers)
+    assert refused.status_code == 500
+    assert refused.headers["content-type"] == "application/problem+json"
+    async with owner_db.dangerously_unscoped_session() as session:
+        assert await session.get(AuditChain, str(tenant.id)) is None
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.tenant_id == tenant.id)
+            )
+        ) == 1
+
+
+async def test_a_tenant_whose_whole_log_is_gone_is_tampering(
+    factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    async with owner_db.dangerously_unscoped_session() as session:
+        await session.execute(delete(AuditEvent).where(AuditEvent.tenant_id == tenant.id))
+        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
+        await session.commit()
+    report = (await client.get(VERIFY, headers=headers)).json()
+    assert (report["valid"], report["events"]) == (False, 0)
+    assert "missing" in report["problem"]
+
+
+async def test_cutting_the_tail_and_moving_the_head_back_is_detected(
+    factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    async with owner_db.dangerously_unscoped_session() as session:
+        head = await session.get(AuditChain, str(tenant.id))
+        assert head is not None
+        last = head.seq
+        before_last = await session.scalar(
+            select(AuditEvent.hash).where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq == last - 1)
+        )
+        await session.execute(
+            delete(AuditEvent).where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq == last)
+        )
+        # Everything an attacker can compute without the key: the head now matches the new last event.
+        head.seq, head.head_hash, head.events = last - 1, str(before_last), head.events - 1
+        await session.commit()
+    report = (await client.get(VERIFY, headers=headers)).json()
+    assert (report["valid"], report["problem"]) == (False, "the chain's head record was altered")
+
+
+def _plain_sha256(chain: str, seq: int, prev: str, row: AuditEvent) -> str:
+    """The unkeyed hash the chain used before 0006: anyone with database access can compute it."""
+    payload: dict[str, Any] = {
+        "chain": chain,
+        "seq": seq,
+        "prev_hash": prev,
+        "occurred_at": row.occurred_at.isoformat(),
+        "actor": row.actor,
+        "action": row.action,
+        "object_type": row.object_type,
+        "object_id": row.object_id,
+        "changes": row.changes,
+        "request_id": row.request_id,
+        "internal": row.internal,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def test_rewriting_an_event_and_rehashing_the_chain_without_the_key_is_detected(
+    factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    chain = str(tenant.id)
+    async with owner_db.dangerously_unscoped_session() as session:
+        rows = list(
+            (
+                await session.scalars(
+                    select(AuditEvent).where(AuditEvent.tenant_id == tenant.id).order_by(AuditEvent.seq)
+                )
+            ).all()
+        )
+        prev = GENESIS
+        for row in rows:
+            if row.seq == 2:
+                row.actor = "user:someone-else"
+            row.prev_hash = prev
+            row.hash = _plain_sha256(chain, row.seq, prev, row)
+            prev = row.hash
+        head = await session.get(AuditChain, chain)
+        assert head is not None
+        head.head_hash = prev
+        await session.commit()
+    report = (await client.get(VERIFY, headers=headers)).json()
+    assert report == {
+        "chain": chain,
+        "events": 1,
+        "valid": False,
+        "first_bad_seq": 1,
+        "problem": "event 1 was altered",
+    }, "event 1 was re-hashed without the key too"
+
+
+async def _internal_event(owner_db: Database, tenant: Tenant, user_id: uuid.UUID) -> None:
+    """A staff-only event, recorded the way a service records one (``record(..., internal=True)``)."""
+    async with owner_db.session() as session:
+        await set_tenant_context(session, system_tenant_context(tenant.id))
+        user = await session.scalar(select(User).where(User.id == user_id))
+        assert user is not None
+        record(session, user, "reviewed", {"note": [None, "Escalation reviewed by the MSP"]}, internal=True)
+        await session.commit()
+
+
+async def test_internal_events_are_for_msp_staff_only(
+    factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    person = await factory.user(tenant)
+    await _internal_event(owner_db, tenant, person.id)
+    admin = await factory.staff(role="msp_admin", tier=None)
+    as_msp = await factory.headers(admin, tenant=tenant)
+
+    staff_view = (await client.get(EVENTS, headers=as_msp, params={"object_id": str(person.id)})).json()
+    internal = [e for e in staff_view["items"] if e["internal"]]
+    assert [e["action"] for e in internal] == ["user.reviewed"]
+    assert internal[0]["changes"] == {"note": [None, "Escalation reviewed by the MSP"]}
+
+    tenant_view = await client.get(EVENTS, headers=headers, params={"object_id": str(person.id)})
+    assert tenant_view.status_code == 200
+    assert [e["action"] for e in tenant_view.json()["items"]] == ["user.created"]
+    assert "Escalation reviewed" not in tenant_view.text
+    for params in ({"action": "user.reviewed"}, {"limit": 200}):
+        assert "user.reviewed" not in (await client.get(EVENTS, headers=headers, params=params)).text
+
+    # The chain covers internal events: flipping the flag is tampering.
+    for who in (headers, as_msp):
+        assert (await client.get(VERIFY, headers=who)).json()["valid"] is True
+    async with owner_db.dangerously_unscoped_session() as session:
+        await session.execute(
+            update(AuditEvent)
+            .where(AuditEvent.tenant_id == tenant.id, AuditEvent.action == "user.reviewed")
+            .values(internal=False)
+        )
+        await session.commit()
+    report = (await client.get(VERIFY, headers=headers)).json()
+    assert (report["valid"], report["problem"]) == (False, f"event {internal[0]['seq']} was altered")
+
+
+async def test_an_internal_work_note_is_an_internal_audit_event(desk: Any, client: AsyncClient) -> None:
+    """Rows whose ``visibility`` is internal (work notes) become staff-only events without any service code."""
+    incident = await desk.raise_incident()
+    note = await client.post(
+        f"/api/v1/incidents/{incident['id']}/comments",
+        json={"body": "Vendor says the fuser is end-of-life", "visibility": "internal"},
+        headers=await desk.as_agent(),
+    )
+    assert note.status_code == 201, note.text
+    tenant_view = await client.get(EVENTS, headers=await desk.as_admin(), params={"limit": 200})
+    assert note.json()["id"] not in tenant_view.text
+    admin = await desk.factory.staff(role="msp_admin", tier=None)
+    staff_view = await client.get(
+        EVENTS,
+        headers=await desk.factory.headers(admin, tenant=desk.tenant),
+        params={"object_id": note.json()["id"]},
+    )
+    assert [(e["action"], e["internal"]) for e in staff_view.json()["items"]] == [
+        ("incident_comment.created", True)
+    ]
