@@ -2,6 +2,12 @@
 asyncpg (no auth, no ORM, no audit, no event log, no outbox) — what the database and the HTTP server alone
 cost. Connects as the RLS-bound app role and sets the tenant for each transaction, like the platform.
 
+- ``POST /incidents``: takes the tenant's next number and inserts the incident and its ``created`` event.
+- ``GET /incidents/{id}``: one incident, 404 when there is none (so the load generator counts failures).
+- ``GET /incidents?limit=50``: the queue's first page in the platform's default order (priority, then
+  oldest first), fetching one row more to know whether there is a next page, like the platform's keyset
+  pagination.
+
     MSP_BENCH_DSN=postgresql://msp_app@127.0.0.1/db MSP_BENCH_TENANT=<uuid> granian --interface asgi bench.bare_litestar:app
 """
 
@@ -14,7 +20,7 @@ from typing import Any
 
 import asyncpg
 from litestar import Litestar, Response, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 DSN = os.environ["MSP_BENCH_DSN"]
 TENANT = uuid.UUID(os.environ["MSP_BENCH_TENANT"])
@@ -73,14 +79,33 @@ async def create(data: JSONBody[dict[str, Any]]) -> Response[dict[str, Any]]:
     return Response({"id": str(incident_id), "key": key, "number": number}, status_code=201)
 
 
+def _row(row: asyncpg.Record) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, uuid.UUID | datetime) else v) for k, v in dict(row).items()}
+
+
 @get("/incidents/{incident_id:uuid}")
-async def read(incident_id: FromPath[uuid.UUID]) -> dict[str, Any]:
+async def read(incident_id: FromPath[uuid.UUID]) -> Response[dict[str, Any]]:
     async with POOL["p"].acquire() as conn, conn.transaction():
         await _scoped(conn)
         row = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
     if row is None:
-        return {"error": "not found"}
-    return {k: (str(v) if isinstance(v, uuid.UUID | datetime) else v) for k, v in dict(row).items()}
+        return Response({"error": "not found"}, status_code=404)
+    return Response(_row(row))
 
 
-app = Litestar([create, read], on_startup=[start], on_shutdown=[stop])
+@get("/incidents")
+async def queue(limit: FromQuery[int] = 50) -> dict[str, Any]:
+    size = max(1, min(limit, 200))
+    async with POOL["p"].acquire() as conn, conn.transaction():
+        await _scoped(conn)
+        rows = await conn.fetch(
+            "SELECT * FROM incidents WHERE tenant_id = ANY($1::uuid[]) "
+            "ORDER BY priority, opened_at, tenant_id, id LIMIT $2",
+            [TENANT],
+            size + 1,
+        )
+    items = [_row(r) for r in rows[:size]]
+    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > size else None}
+
+
+app = Litestar([create, read, queue], on_startup=[start], on_shutdown=[stop])

@@ -2,10 +2,18 @@
 same queries behind a bare Litestar handler on asyncpg (bench/bare_litestar.py).
 
     .venv/bin/python bench/bench_incidents_http.py [--requests 2000] [--concurrency 32] [--workers 1]
+        [--with-worker]
 
 Needs the local PostgreSQL (MSP_BENCH_PG, default postgresql://postgres@127.0.0.1:5432/postgres). Creates and
 drops its own database. The load generator runs in this process, on the same machine as the servers, so the
 absolute numbers are lower than on separate hosts; the ratio between the two stacks is the useful part.
+
+Scenarios (each on both stacks): create, read by id, and the queue's first page of 50.
+
+The platform runs without its embedded worker by default (MSP_EMBEDDED_WORKER=false): a request still
+writes its outbox rows (the bus events SLA, escalations and webhooks subscribe to) in its transaction,
+which is part of what is measured, but the jobs those rows describe do not run in the API process and
+compete with it for the CPU. ``--with-worker`` measures the embedded (single-process) mode instead.
 """
 
 from __future__ import annotations
@@ -107,6 +115,11 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="granian worker processes for both servers")
+    parser.add_argument(
+        "--with-worker",
+        action="store_true",
+        help="run the platform's embedded job worker in the API process (embedded mode)",
+    )
     args = parser.parse_args()
 
     db_name = f"msp_bench_{uuid.uuid4().hex[:8]}"
@@ -145,6 +158,7 @@ async def main() -> None:
             "MSP_LOG_LEVEL": "WARNING",
             "MSP_RATE_LIMIT_PER_MINUTE": "100000000",
             "MSP_DATABASE_POOL_SIZE": "20",
+            "MSP_EMBEDDED_WORKER": "true" if args.with_worker else "false",
         }
         msp = [sys.executable, "-m", "msp_platform", "serve", "--workers", str(args.workers)]
         if args.workers > 1:
@@ -221,6 +235,9 @@ async def main() -> None:
         async def queue_platform(client: httpx.AsyncClient, i: int) -> httpx.Response:
             return await client.get(f"{base}/api/v1/incidents", params={"limit": 50}, headers=headers)
 
+        async def queue_bare(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            return await client.get(f"{bare}/incidents", params={"limit": 50})
+
         n, c = args.requests, args.concurrency
         rows = [
             await load("create: msp-platform (granian+PG+RLS)", n, c, create_platform),
@@ -228,8 +245,13 @@ async def main() -> None:
             await load("read by id: msp-platform", n, c, read_platform),
             await load("read by id: bare Litestar + asyncpg", n, c, read_bare),
             await load("queue page (50): msp-platform", n // 4, c, queue_platform),
+            await load("queue page (50): bare Litestar + asyncpg", n // 4, c, queue_bare),
         ]
-        print(f"\n{n} requests per scenario, concurrency {c}, {args.workers} granian worker(s) per server\n")
+        mode = "embedded worker on" if args.with_worker else "embedded worker off"
+        print(
+            f"\n{n} requests per scenario ({n // 4} for the queue), concurrency {c}, "
+            f"{args.workers} granian worker(s) per server, platform {mode}\n"
+        )
         report(rows)
     finally:
         for proc in processes:

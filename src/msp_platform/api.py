@@ -13,7 +13,11 @@ from msp_platform.identity.endpoints import (
     StaffController,
     UserController,
 )
-from msp_platform.incidents.endpoints import IncidentController, PriorityMatrixController
+from msp_platform.incidents.endpoints import (
+    AssignmentGroupController,
+    IncidentController,
+    PriorityMatrixController,
+)
 from msp_platform.integrations.endpoints import WebhookController
 from msp_platform.oncall.endpoints import OncallFeedController, OncallScheduleController
 from msp_platform.reports.endpoints import ReportController
@@ -32,6 +36,7 @@ API_CONTROLLERS: list[Any] = [
     InvitationAcceptController,
     IncidentController,
     PriorityMatrixController,
+    AssignmentGroupController,
     SlaController,
     EscalationPolicyController,
     PageController,

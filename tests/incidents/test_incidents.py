@@ -150,9 +150,7 @@ class TestPriority:
             headers=await desk.as_admin(),
         )
         assert changed.json()["priority"] == 1
-        history = (
-            await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent())
-        ).json()
+        history = await desk.history(incident)
         assert {"type": "priority_changed", "data": {"from": 5, "to": 1, "matrix_version": 0}}.items() <= {
             "type": history[-2]["type"],
             "data": history[-2]["data"],
@@ -260,16 +258,22 @@ class TestBadInput:
 
 class TestLifecycle:
     async def test_assignment_escalation_and_first_response(self, desk: Desk) -> None:
+        l1 = await desk.group("L1", members=[desk.agent])
+        l3 = await desk.group("L3", tier=3, members=[desk.l3])
         incident = await desk.raise_incident()
         assigned = await desk.client.patch(
             f"/api/v1/incidents/{incident['id']}",
-            json={"assignee_id": str(desk.agent.id), "assignment_group": "L1 Service Desk"},
+            json={"assignee_id": str(desk.agent.id), "assignment_group_id": l1["id"]},
             headers=await desk.as_agent(),
         )
         assert assigned.json()["state"] == "assigned"
+        assert (assigned.json()["assignment_group_id"], assigned.json()["assignment_group"]) == (
+            l1["id"],
+            l1["name"],
+        )
         escalated = await desk.client.patch(
             f"/api/v1/incidents/{incident['id']}",
-            json={"tier": 3, "assignee_id": str(desk.l3.id), "assignment_group": "L3 Network"},
+            json={"tier": 3, "assignee_id": str(desk.l3.id), "assignment_group_id": l3["id"]},
             headers=await desk.as_agent(),
         )
         assert escalated.json()["tier"] == 3
@@ -282,14 +286,7 @@ class TestLifecycle:
             await desk.client.get(f"/api/v1/incidents/{incident['id']}", headers=await desk.as_admin())
         ).json()
         assert after["first_response_at"] is not None
-        types = [
-            e["type"]
-            for e in (
-                await desk.client.get(
-                    f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent()
-                )
-            ).json()
-        ]
+        types = [e["type"] for e in await desk.history(incident)]
         assert types == [
             "created",
             "assigned",
@@ -352,7 +349,7 @@ class TestVisibility:
             headers=await desk.as_agent(),
         )
         assert note.status_code == 201
-        staff_view = (await desk.client.get(f"{url}/comments", headers=await desk.as_agent())).json()
+        staff_view = (await desk.client.get(f"{url}/comments", headers=await desk.as_agent())).json()["items"]
         assert len(staff_view) == 2
         for headers in (await desk.as_user(), await desk.as_admin()):
             comments = await desk.client.get(f"{url}/comments", headers=headers)
@@ -362,8 +359,8 @@ class TestVisibility:
             for response in (comments, history, listed, audit):
                 assert "SECRET" not in response.text
                 assert "firmware" not in response.text
-            assert [c["body"] for c in comments.json()] == ["We are on it."]
-            assert all(e["visibility"] == "public" for e in history.json())
+            assert [c["body"] for c in comments.json()["items"]] == ["We are on it."]
+            assert all(e["visibility"] == "public" for e in history.json()["items"])
         denied = await desk.client.post(
             f"{url}/comments", json={"body": "x", "visibility": "internal"}, headers=await desk.as_admin()
         )
@@ -430,11 +427,9 @@ class TestMerge:
         )
         comments = (
             await desk.client.get(f"/api/v1/incidents/{target['id']}/comments", headers=await desk.as_admin())
-        ).json()
+        ).json()["items"]
         assert [c["body"] for c in comments] == ["Also the triage tablets"]
-        history = (
-            await desk.client.get(f"/api/v1/incidents/{target['id']}/events", headers=await desk.as_admin())
-        ).json()
+        history = await desk.history(target, await desk.as_admin())
         assert {e["incident_id"] for e in history} == {target["id"], duplicate["id"]}
         again = await desk.client.post(
             f"/api/v1/incidents/{target['id']}/merge",
@@ -454,7 +449,7 @@ class TestMerge:
         )
         comments = (
             await desk.client.get(f"/api/v1/incidents/{target['id']}/comments", headers=await desk.as_admin())
-        ).json()
+        ).json()["items"]
         assert comments == []
 
     async def test_merge_refusals(self, desk: Desk, factory: Factory) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-APPEND_ONLY_TABLES = ("audit_events", "platform_audit_events")
+APPEND_ONLY_TABLES = ("audit_events", "platform_audit_events", "incident_events")
 WRITE_TENANT = "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
 READ_TENANTS = "string_to_array(NULLIF(current_setting('app.tenant_ids', true), ''), ',')::uuid[]"
 

@@ -1,4 +1,5 @@
-"""/api/v1/incidents: raise, read, work and merge incidents; queues; the priority matrix."""
+"""/api/v1/incidents: raise, read, work, merge and import incidents; queues; the priority matrix; the MSP's
+assignment groups."""
 
 from __future__ import annotations
 
@@ -6,32 +7,43 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from litestar import Controller, Response, get, patch, post, put
+from litestar import Controller, Response, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from msp_platform.auth.guards import protected
 from msp_platform.auth.principal import Principal
 from msp_platform.auth.scopes import Role, Scope
-from msp_platform.incidents import service
+from msp_platform.incidents import groups, importing, service
 from msp_platform.incidents.priority import DEFAULT_MATRIX, label
 from msp_platform.incidents.repository import IncidentRepository, QueueFilter
 from msp_platform.incidents.schemas import (
     CommentIn,
     CommentOut,
     EventOut,
+    GroupCreate,
+    GroupOut,
+    GroupUpdate,
     IncidentCreate,
+    IncidentImportBatch,
+    IncidentImportReport,
     IncidentOut,
     IncidentUpdate,
     MatrixIn,
     MatrixOut,
+    MemberIn,
+    MemberOut,
     MergeIn,
     TransitionIn,
 )
+from msp_platform.kit.bulk import IMPORT_MAX_BODY_BYTES, ImportMode
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
-from msp_platform.kit.errors import BadRequest, NotFound
+from msp_platform.kit.errors import BadRequest, FieldError, ValidationFailed
 from msp_platform.kit.pagination import Cursor, Limit, Page
+from msp_platform.kit.params import require_aware
 from msp_platform.kit.patch import sent_fields
+from msp_platform.models.assignment_group import AssignmentGroup
 from msp_platform.models.incident import (
+    Channel,
     Incident,
     IncidentComment,
     IncidentEvent,
@@ -39,6 +51,7 @@ from msp_platform.models.incident import (
     PriorityMatrix,
     Visibility,
 )
+from msp_platform.models.staff import StaffMember
 
 IfMatch = Annotated[
     str | None,
@@ -47,9 +60,25 @@ IfMatch = Annotated[
     ),
 ]
 Sort = Literal["priority", "opened_at", "-opened_at", "-updated_at", "number"]
+IMPORT_DESCRIPTION = """\
+Imports incidents from another ticket system with their original opening time and history, so SLA clocks
+are computed from what really happened. MSP admins (naming the tenant with `MSP-Tenant`), tenant admins and
+integration clients.
+
+Each incident names its `external_source` and `external_id` (the import is idempotent on them: a known one
+is reported as `skipped` with the incident it already is), optionally its `legacy_number` (unique per tenant
+and source, looked up in any case), its fields, `opened_at` and its `events` in time order: `assigned`,
+`state_changed`, `priority_changed`, `tier_changed`, `commented` (public or internal) and `responded`, each
+with its original `at` (with a UTC offset, not in the future) and its actor (`staff_id`, `user_id`, or the
+`actor` name in the source system). The history is replayed through the incident state machine.
+
+`mode=atomic` (default) stores nothing if any incident is invalid: 422 `import-failed` with `report.rows`
+naming each problem (`events[3].to`). `mode=partial` stores the valid incidents and reports the others.
+Imported incidents get numbers from the tenant's own sequence; their events are marked `imported`.
+"""
 
 
-def incident_out(i: Incident) -> IncidentOut:
+def incident_out(i: Incident, group_name: str | None = None) -> IncidentOut:
     return IncidentOut(
         id=i.id,
         tenant_id=i.tenant_id,
@@ -71,7 +100,8 @@ def incident_out(i: Incident) -> IncidentOut:
         priority_label=label(i.priority),
         priority_matrix_version=i.priority_matrix_version,
         tier=i.tier,
-        assignment_group=i.assignment_group,
+        assignment_group_id=i.assignment_group_id,
+        assignment_group=group_name,
         assignee_id=i.assignee_id,
         state=i.state,
         on_hold_reason=i.on_hold_reason,
@@ -93,10 +123,17 @@ def incident_out(i: Incident) -> IncidentOut:
     )
 
 
-def _with_etag(incident: Incident, status_code: int = 200) -> Response[IncidentOut]:
-    return Response(
-        incident_out(incident), status_code=status_code, headers={"ETag": f'"{incident.version}"'}
-    )
+async def incidents_out(session: Session, incidents: list[Incident]) -> list[IncidentOut]:
+    names = await IncidentRepository(session).groups_by_id([i.assignment_group_id for i in incidents])
+    return [
+        incident_out(i, names[i.assignment_group_id].name if i.assignment_group_id in names else None)
+        for i in incidents
+    ]
+
+
+async def _with_etag(session: Session, incident: Incident, status_code: int = 200) -> Response[IncidentOut]:
+    (body,) = await incidents_out(session, [incident])
+    return Response(body, status_code=status_code, headers={"ETag": f'"{incident.version}"'})
 
 
 def event_out(e: IncidentEvent) -> EventOut:
@@ -126,15 +163,20 @@ def comment_out(c: IncidentComment) -> CommentOut:
 
 
 async def load(session: Session, principal: Principal, ref: str, *, for_update: bool = False) -> Incident:
-    """An incident by id or by key (``SMH-000123``, or a legacy number), visible to the caller."""
+    """An incident by id or by key (``SMH-000123``, or a legacy number in any case), visible to the caller;
+    ``for_update`` locks its row (and re-reads it)."""
     repo = IncidentRepository(session)
-    try:
-        incident = await repo.get(uuid.UUID(ref), for_update=for_update)
-    except ValueError:
-        incident = await repo.get_by_key(ref, for_update=for_update)
-    if incident is None:
-        raise NotFound(f"Incident {ref} not found.")
-    service.check_visible(principal, incident)
+    if for_update:
+        try:
+            locked = await repo.get(uuid.UUID(ref), for_update=True)
+        except ValueError:
+            locked = None
+        if locked is not None:
+            await service.check_visible(session, principal, locked)
+            return locked
+    incident = await service.find(session, principal, ref)
+    if for_update:
+        await repo.get(incident.id, for_update=True)
     return incident
 
 
@@ -154,7 +196,7 @@ class IncidentController(Controller):
         self, session: Session, principal: Caller, tenant_id: TenantId, data: JSONBody[IncidentCreate]
     ) -> Response[IncidentOut]:
         incident = await service.create_incident(session, principal, tenant_id, data)
-        return _with_etag(incident, 201)
+        return await _with_etag(session, incident, 201)
 
     @get(
         "/",
@@ -177,17 +219,24 @@ class IncidentController(Controller):
         tier: FromQuery[list[int] | None] = None,
         tenant: FromQuery[list[uuid.UUID] | None] = None,
         assignee: FromQuery[str | None] = None,
-        assignment_group: FromQuery[str | None] = None,
+        assignment_group_id: FromQuery[uuid.UUID | None] = None,
         caller_id: FromQuery[uuid.UUID | None] = None,
         caller: FromQuery[str | None] = None,
         site_id: FromQuery[uuid.UUID | None] = None,
-        channel: FromQuery[str | None] = None,
+        channel: FromQuery[Channel | None] = None,
         category: FromQuery[str | None] = None,
         number: FromQuery[str | None] = None,
         q: FromQuery[str | None] = None,
         opened_after: FromQuery[datetime | None] = None,
         opened_before: FromQuery[datetime | None] = None,
     ) -> Page[IncidentOut]:
+        require_aware(opened_after=opened_after, opened_before=opened_before)
+        ranges = [FieldError("priority", "priorities are 1..5") for p in priority or [] if not 1 <= p <= 5][
+            :1
+        ]
+        ranges += [FieldError("tier", "tiers are 1..3") for t in tier or [] if not 1 <= t <= 3][:1]
+        if ranges:
+            raise ValidationFailed("A filter is out of range.", errors=ranges)
         states: list[str] = [s.value for s in states_in or []]
         if open_only is True:
             states = states or [
@@ -204,11 +253,11 @@ class IncidentController(Controller):
             priorities=priority or [],
             tiers=tier or [],
             tenant_ids=tenant or [],
-            assignment_group=assignment_group,
+            assignment_group_id=assignment_group_id,
             caller_id=caller_id,
             caller_q=caller,
             site_id=site_id,
-            channel=channel,
+            channel=channel.value if channel else None,
             category=category,
             number=number,
             q=q,
@@ -232,7 +281,25 @@ class IncidentController(Controller):
         rows, next_cursor = await IncidentRepository(session).queue(
             filters, sort=sort, limit=limit, cursor=cursor
         )
-        return Page(items=[incident_out(i) for i in rows], next_cursor=next_cursor)
+        return Page(items=await incidents_out(session, rows), next_cursor=next_cursor)
+
+    @post(
+        "/import",
+        status_code=200,
+        summary="Import incidents with their history from another ticket system (up to 500 per request)",
+        description=IMPORT_DESCRIPTION,
+        request_max_body_size=IMPORT_MAX_BODY_BYTES,
+        **protected(Scope.incidents_write, roles=(Role.msp_admin, Role.tenant_admin)),
+    )
+    async def import_history(
+        self,
+        session: Session,
+        principal: Caller,
+        tenant_id: TenantId,
+        data: JSONBody[IncidentImportBatch],
+        mode: FromQuery[ImportMode] = ImportMode.atomic,
+    ) -> IncidentImportReport:
+        return await importing.import_incidents(session, principal, tenant_id, data.incidents, mode=mode)
 
     @get(
         "/{ref:str}",
@@ -242,7 +309,7 @@ class IncidentController(Controller):
     async def get_incident(
         self, session: Session, principal: Caller, ctx: Ctx, ref: FromPath[str]
     ) -> Response[IncidentOut]:
-        return _with_etag(await load(session, principal, ref))
+        return await _with_etag(session, await load(session, principal, ref))
 
     @patch(
         "/{ref:str}", summary="Update an incident (only the fields sent)", **protected(Scope.incidents_write)
@@ -259,7 +326,7 @@ class IncidentController(Controller):
         incident = await load(session, principal, ref, for_update=True)
         service.check_version(incident, if_match)
         await service.update_incident(session, principal, incident, sent_fields(data))
-        return _with_etag(incident)
+        return await _with_etag(session, incident)
 
     @post(
         "/{ref:str}/transitions",
@@ -279,7 +346,7 @@ class IncidentController(Controller):
         incident = await load(session, principal, ref, for_update=True)
         service.check_version(incident, if_match)
         await service.transition(session, principal, incident, data)
-        return _with_etag(incident)
+        return await _with_etag(session, incident)
 
     @post(
         "/{ref:str}/comments",
@@ -305,13 +372,22 @@ class IncidentController(Controller):
         **protected(Scope.incidents_read),
     )
     async def comments(
-        self, session: Session, principal: Caller, ctx: Ctx, ref: FromPath[str]
-    ) -> list[CommentOut]:
+        self,
+        session: Session,
+        principal: Caller,
+        ctx: Ctx,
+        ref: FromPath[str],
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> Page[CommentOut]:
         incident = await load(session, principal, ref)
-        rows = await IncidentRepository(session).comments(
-            await _family(session, incident), public_only=not service.is_staff(principal)
+        rows, next_cursor = await IncidentRepository(session).comments_page(
+            await _family(session, incident),
+            public_only=not service.is_staff(principal),
+            limit=limit,
+            cursor=cursor,
         )
-        return [comment_out(c) for c in rows]
+        return Page(items=[comment_out(c) for c in rows], next_cursor=next_cursor)
 
     @get(
         "/{ref:str}/events",
@@ -319,13 +395,22 @@ class IncidentController(Controller):
         **protected(Scope.incidents_read),
     )
     async def history(
-        self, session: Session, principal: Caller, ctx: Ctx, ref: FromPath[str]
-    ) -> list[EventOut]:
+        self,
+        session: Session,
+        principal: Caller,
+        ctx: Ctx,
+        ref: FromPath[str],
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> Page[EventOut]:
         incident = await load(session, principal, ref)
-        rows = await IncidentRepository(session).events(
-            await _family(session, incident), public_only=not service.is_staff(principal)
+        rows, next_cursor = await IncidentRepository(session).events_page(
+            await _family(session, incident),
+            public_only=not service.is_staff(principal),
+            limit=limit,
+            cursor=cursor,
         )
-        return [event_out(e) for e in rows]
+        return Page(items=[event_out(e) for e in rows], next_cursor=next_cursor)
 
     @post(
         "/{ref:str}/merge",
@@ -341,9 +426,10 @@ class IncidentController(Controller):
         ref: FromPath[str],
         data: JSONBody[MergeIn],
     ) -> Response[IncidentOut]:
-        target = await load(session, principal, ref, for_update=True)
+        # Not locked here: the service locks the target with the sources, in id order.
+        target = await load(session, principal, ref)
         await service.merge(session, principal, target, data.source_ids)
-        return _with_etag(target)
+        return await _with_etag(session, target)
 
     @post(
         "/{ref:str}/unmerge",
@@ -354,9 +440,9 @@ class IncidentController(Controller):
     async def unmerge(
         self, session: Session, principal: Caller, tenant_id: TenantId, ref: FromPath[str]
     ) -> Response[IncidentOut]:
-        source = await load(session, principal, ref, for_update=True)
+        source = await load(session, principal, ref)
         await service.unmerge(session, principal, source)
-        return _with_etag(source)
+        return await _with_etag(session, source)
 
 
 class PriorityMatrixController(Controller):
@@ -392,7 +478,7 @@ class PriorityMatrixController(Controller):
     async def replace(
         self, session: Session, principal: Caller, tenant_id: TenantId, data: JSONBody[MatrixIn]
     ) -> MatrixOut:
-        return _matrix_out(await service.set_matrix(session, data, principal))
+        return _matrix_out(await service.set_matrix(session, tenant_id, data, principal))
 
 
 def _matrix_out(row: PriorityMatrix) -> MatrixOut:
@@ -407,4 +493,104 @@ def _matrix_out(row: PriorityMatrix) -> MatrixOut:
     )
 
 
-__all__ = ["IncidentController", "PriorityMatrixController", "Visibility"]
+STAFF = protected(Scope.staff_read, roles=(Role.msp_admin, Role.msp_agent))
+GROUPS_ADMIN = protected(Scope.staff_write, roles=(Role.msp_admin,))
+
+
+def group_out(g: AssignmentGroup) -> GroupOut:
+    return GroupOut(
+        id=g.id,
+        name=g.name,
+        tier=g.tier,
+        description=g.description,
+        active=g.active,
+        tenant_ids=[uuid.UUID(str(t)) for t in g.tenant_ids] if g.tenant_ids is not None else None,
+        created_at=g.created_at,
+        updated_at=g.updated_at,
+    )
+
+
+def member_out(m: StaffMember) -> MemberOut:
+    return MemberOut(
+        staff_id=m.id, name=m.name, email=m.email, role=m.role.value, tier=m.tier, active=m.active
+    )
+
+
+class AssignmentGroupController(Controller):
+    """The MSP's teams. Not tenant data: staff read them, MSP admins manage them."""
+
+    path = "/api/v1/assignment-groups"
+    tags = ["Incidents"]
+    dependencies = DEPENDENCIES
+
+    @get("/", summary="List assignment groups", **STAFF)
+    async def list_groups(
+        self,
+        session: Session,
+        limit: Limit = None,
+        cursor: Cursor = None,
+        active: FromQuery[bool | None] = None,
+        tier: Annotated[int | None, QueryParameter(ge=1, le=3)] = None,
+        member: Annotated[
+            uuid.UUID | None, QueryParameter(description="groups this staff member belongs to")
+        ] = None,
+        q: Annotated[str | None, QueryParameter(max_length=80, description="part of the name")] = None,
+    ) -> Page[GroupOut]:
+        rows, next_cursor = await IncidentRepository(session).groups_page(
+            limit=limit, cursor=cursor, active=active, tier=tier, member_id=member, q=q
+        )
+        return Page(items=[group_out(g) for g in rows], next_cursor=next_cursor)
+
+    @post("/", summary="Create an assignment group", **GROUPS_ADMIN)
+    async def create_group(self, session: Session, data: JSONBody[GroupCreate]) -> GroupOut:
+        return group_out(await groups.create_group(session, data))
+
+    @get("/{group_id:uuid}", summary="Get an assignment group", **STAFF)
+    async def get_group(self, session: Session, group_id: FromPath[uuid.UUID]) -> GroupOut:
+        return group_out(await groups.get_group(session, group_id))
+
+    @patch("/{group_id:uuid}", summary="Update an assignment group (only the fields sent)", **GROUPS_ADMIN)
+    async def update_group(
+        self, session: Session, group_id: FromPath[uuid.UUID], data: JSONBody[GroupUpdate]
+    ) -> GroupOut:
+        group = await groups.get_group(session, group_id)
+        return group_out(await groups.update_group(session, group, sent_fields(data)))
+
+    @delete(
+        "/{group_id:uuid}",
+        summary="Delete an assignment group no incident names (otherwise deactivate it)",
+        **GROUPS_ADMIN,
+    )
+    async def delete_group(self, session: Session, group_id: FromPath[uuid.UUID]) -> None:
+        await groups.delete_group(session, await groups.get_group(session, group_id))
+
+    @get("/{group_id:uuid}/members", summary="The group's members", **STAFF)
+    async def list_members(
+        self, session: Session, group_id: FromPath[uuid.UUID], limit: Limit = None, cursor: Cursor = None
+    ) -> Page[MemberOut]:
+        await groups.get_group(session, group_id)
+        rows, next_cursor = await IncidentRepository(session).members_page(
+            group_id, limit=limit, cursor=cursor
+        )
+        return Page(items=[member_out(m) for m in rows], next_cursor=next_cursor)
+
+    @post("/{group_id:uuid}/members", summary="Add a staff member to the group", **GROUPS_ADMIN)
+    async def add_member(
+        self, session: Session, group_id: FromPath[uuid.UUID], data: JSONBody[MemberIn]
+    ) -> MemberOut:
+        group = await groups.get_group(session, group_id)
+        await groups.add_member(session, group, data.staff_id)
+        member = await IncidentRepository(session).staff(data.staff_id)
+        assert member is not None
+        return member_out(member)
+
+    @delete(
+        "/{group_id:uuid}/members/{staff_id:uuid}", summary="Remove a member from the group", **GROUPS_ADMIN
+    )
+    async def remove_member(
+        self, session: Session, group_id: FromPath[uuid.UUID], staff_id: FromPath[uuid.UUID]
+    ) -> None:
+        await groups.remove_member(session, await groups.get_group(session, group_id), staff_id)
+
+
+__all__ = ["AssignmentGroupController", "IncidentController", "PriorityMatrixController", "Visibility"]

@@ -1,5 +1,6 @@
 """Every table, imported so Alembic and the mappers see them all."""
 
+from msp_platform.models.assignment_group import AssignmentGroup, AssignmentGroupMember
 from msp_platform.models.audit import AuditChain, AuditEvent, PlatformAuditEvent
 from msp_platform.models.device import Device, DeviceKind, DeviceStatus
 from msp_platform.models.idempotency import IdempotencyRecord
@@ -41,6 +42,8 @@ from msp_platform.models.timer import Timer
 from msp_platform.models.user import User, UserRole
 
 __all__ = [
+    "AssignmentGroup",
+    "AssignmentGroupMember",
     "AuditChain",
     "AuditEvent",
     "Channel",

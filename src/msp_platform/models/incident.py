@@ -16,6 +16,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -81,7 +83,7 @@ class Incident(TenantOwned, Base):
         Index("ix_incidents_tenant_caller", "tenant_id", "caller_id"),
         Index("ix_incidents_tenant_assignee", "tenant_id", "assignee_id"),
         Index("ix_incidents_tenant_opened", "tenant_id", "opened_at"),
-        Index("ix_incidents_tenant_legacy", "tenant_id", "legacy_number"),
+        Index("ix_incidents_tenant_group", "tenant_id", "assignment_group_id"),
         tenant_fk("caller_id", "users"),
         tenant_fk("affected_device_id", "devices"),
         tenant_fk("site_id", "sites"),
@@ -105,7 +107,9 @@ class Incident(TenantOwned, Base):
     priority: Mapped[int] = mapped_column(SmallInteger)
     priority_matrix_version: Mapped[int] = mapped_column(Integer)
     tier: Mapped[int] = mapped_column(SmallInteger, default=1)
-    assignment_group: Mapped[str | None] = mapped_column(String(80))
+    assignment_group_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("assignment_groups.id", ondelete="RESTRICT")
+    )
     assignee_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff_members.id", ondelete="RESTRICT"))
     state: Mapped[IncidentState] = mapped_column(StrEnumType(IncidentState, 20), default=IncidentState.new)
     on_hold_reason: Mapped[HoldReason | None] = mapped_column(StrEnumType(HoldReason, 20))
@@ -119,6 +123,7 @@ class Incident(TenantOwned, Base):
     first_contact_resolution: Mapped[bool] = mapped_column(Boolean, default=False)
     external_source: Mapped[str | None] = mapped_column(String(40))
     external_id: Mapped[str | None] = mapped_column(String(120))
+    # The number in the system the incident came from; unique per tenant and source, whatever its case.
     legacy_number: Mapped[str | None] = mapped_column(String(60))
     merged_into_id: Mapped[uuid.UUID | None] = mapped_column()
     # Bumped by every change; clients may send If-Match to avoid lost updates.
@@ -127,9 +132,32 @@ class Incident(TenantOwned, Base):
     sla_policy_version: Mapped[int | None] = mapped_column(Integer)
 
 
+# Lookups by legacy number ignore case; one legacy number per tenant and source system.
+Index("ix_incidents_tenant_legacy_lower", Incident.tenant_id, func.lower(Incident.legacy_number))
+Index(
+    "uq_incidents_tenant_source_legacy",
+    Incident.tenant_id,
+    func.coalesce(Incident.external_source, ""),
+    func.lower(Incident.legacy_number),
+    unique=True,
+)
+
+# Service reports (migration 0008): resolutions and closures in a period, and the open backlog.
+Index("ix_incidents_tenant_resolved", Incident.tenant_id, Incident.resolved_at)
+Index("ix_incidents_tenant_closed", Incident.tenant_id, Incident.closed_at)
+Index(
+    "ix_incidents_tenant_open_opened",
+    Incident.tenant_id,
+    Incident.opened_at,
+    postgresql_where=text("state IN ('new', 'assigned', 'in_progress', 'on_hold')"),
+    sqlite_where=text("state IN ('new', 'assigned', 'in_progress', 'on_hold')"),
+)
+
+
 class IncidentEvent(TenantOwned, Base):
     """The append-only history of an incident. ``occurred_at`` is when it happened (for imported history, the
-    source system's time), which is what SLA clocks are computed from."""
+    source system's time), which is what SLA clocks are computed from. On PostgreSQL the application's role
+    may only INSERT and SELECT here (``db.rls.APPEND_ONLY_TABLES``): nothing rewrites history."""
 
     __tablename__ = "incident_events"
     __table_args__ = (
