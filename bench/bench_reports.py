@@ -14,9 +14,11 @@ Data: a health system with six hospitals (four sites each, one site in another t
 tenant; incidents over ``--days`` days with a shift-change hour profile, quieter weekends, realistic priority,
 channel and category mixes, response/resolution delays by priority, and a small long-tail backlog.
 
-``--with-proposed-indexes`` creates the proposed indexes and ``--with-proposed-policies`` rewrites the
-row-level security policies so each setting is read once per statement (both are proposals, not in the
-migrations) before timing, to measure what they buy. ``--database NAME`` times again on a kept database.
+The report indexes (resolved_at, closed_at, the open backlog; incident_slas by opened_at) and the row-level
+security policies that read their settings once per statement are in migration 0008;
+``--with-proposed-indexes`` and ``--with-proposed-policies`` (re)apply those statements idempotently, which
+matters only with ``--database`` on a database made before 0008. ``--database NAME`` times again on a kept
+database.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from msp_platform.reports.schemas import GroupBy
 
 ADMIN_DSN = os.environ.get("MSP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# In migration 0008 (these statements re-create them on an older kept database).
 PROPOSED_INDEXES = (
     "CREATE INDEX ix_incidents_tenant_resolved ON incidents (tenant_id, resolved_at)",
     "CREATE INDEX ix_incidents_tenant_open_opened ON incidents (tenant_id, opened_at) "
@@ -87,6 +90,8 @@ CATEGORY_WEIGHTS = [18, 12, 14, 10, 16, 6, 4, 4, 4, 3, 6, 3]
 HOUR_WEIGHTS = [2, 1, 1, 1, 1, 2, 4, 12, 14, 9, 8, 7, 6, 7, 7, 7, 6, 5, 6, 11, 12, 6, 4, 3]
 RESPONSE_MINUTES = {1: 15, 2: 30, 3: 60, 4: 240, 5: 480}
 RESOLUTION_MINUTES = {1: 240, 2: 480, 3: 1440, 4: 4320, 5: 7200}
+# The public-update cadence of the urgent priorities (an "update" SLA row for those incidents).
+UPDATE_MINUTES = {1: 60, 2: 120}
 OPEN_STATES = ["new", "assigned", "in_progress", "on_hold"]
 
 
@@ -254,16 +259,27 @@ def generate(
                 1,
             )
         )
-        for target, minutes, stop in (
+        targets = [
             ("response", RESPONSE_MINUTES[priority], responded),
             (
                 "resolution",
                 RESOLUTION_MINUTES[priority],
                 resolved or (closed if state == "cancelled" else None),
             ),
-        ):
+        ]
+        if priority in UPDATE_MINUTES:
+            stop = resolved or closed
+            targets.append(("update", UPDATE_MINUTES[priority], stop if rng.random() < 0.8 else None))
+        for target, minutes, stop in targets:
             due = opened + timedelta(minutes=minutes)
-            if stop is not None:
+            if target == "update":
+                # met: every cadence kept until the stop; breached: one missed; running: still open.
+                status = (
+                    ("met" if rng.random() < 0.85 else "breached")
+                    if stop is not None
+                    else ("breached" if now > due and rng.random() < 0.5 else "running")
+                )
+            elif stop is not None:
                 status = "met" if stop <= due else "breached"
             elif state == "on_hold" and target == "resolution":
                 status = "paused"
@@ -287,12 +303,16 @@ def generate(
                     minutes * 60,
                     0,
                     now,
+                    opened,
                 )
             )
     # Rows arrive in time order in production (and ids are time-ordered): store them that way, so the
     # physical layout (what a period's heap reads touch) is realistic.
     order = sorted(range(len(incidents)), key=lambda k: incidents[k][19])
-    return [incidents[k] for k in order], [slas[2 * k + j] for k in order for j in (0, 1)]
+    by_incident: dict[uuid.UUID, list[tuple[Any, ...]]] = {}
+    for row in slas:
+        by_incident.setdefault(row[4], []).append(row)
+    return [incidents[k] for k in order], [r for k in order for r in by_incident[incidents[k][1]]]
 
 
 INCIDENT_COLUMNS = [
@@ -341,6 +361,7 @@ SLA_COLUMNS = [
     "elapsed_seconds",
     "paused_seconds",
     "computed_at",
+    "opened_at",
 ]
 
 

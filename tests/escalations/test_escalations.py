@@ -8,77 +8,25 @@ from typing import Any
 
 import pytest
 from litestar import Litestar
-from sqlalchemy import select, update
+from sqlalchemy import select
 from tests.conftest import Factory
-from tests.sla.test_sla_api import POLICY, backdate, drain, publish
+from tests.escalations.helpers import (
+    closed_all_day,
+    create_policy,
+    drain,
+    escalations_of,
+    events_of,
+    ladder,
+    make_due,
+    pages_of,
+    set_hours,
+    sweep,
+)
+from tests.sla.test_sla_api import POLICY, backdate, publish
 from tests.support.desk import Desk
 
 from msp_platform.db.engine import Database
-from msp_platform.kit.time import utcnow
-from msp_platform.models.oncall import Escalation, Page
-from msp_platform.models.timer import Timer
-
-
-def ladder(desk: Desk, **overrides: Any) -> dict[str, Any]:
-    policy: dict[str, Any] = {
-        "name": f"P1 ladder {uuid.uuid4().hex[:6]}",
-        "triggers": [{"type": "incident_created", "priorities": [1]}],
-        "levels": [
-            {"delay_minutes": 0, "targets": [{"kind": "person", "staff_id": str(desk.agent.id)}]},
-            {"delay_minutes": 15, "targets": [{"kind": "person", "staff_id": str(desk.l3.id)}]},
-        ],
-    }
-    policy.update(overrides)
-    return policy
-
-
-async def create_policy(desk: Desk, policy: dict[str, Any]) -> dict[str, Any]:
-    response = await desk.client.post(
-        "/api/v1/escalation-policies", json=policy, headers=await desk.as_agent()
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-async def pages_of(desk: Desk, incident_id: str) -> list[dict[str, Any]]:
-    response = await desk.client.get(
-        "/api/v1/pages", params={"incident_id": incident_id}, headers=await desk.as_agent()
-    )
-    assert response.status_code == 200, response.text
-    return sorted(response.json()["items"], key=lambda p: (p["repeat"], p["level"]))
-
-
-async def make_due(db: Database, incident_id: str) -> None:
-    """Fast-forward: every pending escalation timer of the incident becomes due now."""
-    async with db.dangerously_unscoped_session() as session:
-        escalations = (
-            await session.scalars(
-                select(Escalation.id).where(Escalation.incident_id == uuid.UUID(incident_id))
-            )
-        ).all()
-        await session.execute(
-            update(Timer)
-            .where(Timer.subject_id.in_(escalations), Timer.fired_at.is_(None), Timer.cancelled_at.is_(None))
-            .values(due_at=utcnow() - timedelta(seconds=5))
-        )
-        await session.commit()
-
-
-async def sweep(app: Litestar) -> None:
-    """What the periodic sweep does after a broker outage: re-queue overdue timers, then run them."""
-    from msp_platform.state import services_of
-    from msp_platform.worker.outbox import PENDING_KEY, send_after_commit
-
-    services = services_of(app)
-    async with services.db.session() as session:
-        session.info["unscoped"] = True
-        from msp_platform.worker.outbox import enqueue
-
-        enqueue(session, "timers.sweep")
-        pending = list(session.info.pop(PENDING_KEY))
-        await session.commit()
-    await send_after_commit(services.broker, services.db.sessionmaker, pending)
-    await drain(app)
+from msp_platform.models.oncall import Page
 
 
 class TestPolicies:
@@ -194,15 +142,9 @@ class TestEngine:
         await sweep(app)
         pages = await pages_of(desk, incident["id"])
         assert [(p["level"], p["staff_id"]) for p in pages] == [(0, str(desk.agent.id)), (1, str(desk.l3.id))]
-        escalations = (
-            await desk.client.get(
-                "/api/v1/escalations", params={"incident_id": incident["id"]}, headers=await desk.as_agent()
-            )
-        ).json()
+        escalations = await escalations_of(desk, incident["id"])
         assert [e["state"] for e in escalations] == ["exhausted"]
-        history = (
-            await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent())
-        ).json()
+        history = await events_of(desk, incident["id"])
         assert [
             e["type"] for e in history if e["type"] in ("escalation_started", "paged", "escalation_exhausted")
         ] == [
@@ -213,7 +155,7 @@ class TestEngine:
         ]
         tenant_view = (
             await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_admin())
-        ).json()
+        ).json()["items"]
         assert not [e for e in tenant_view if e["type"] == "paged"], "pages are internal"
 
     async def test_acknowledgement_stops_further_levels(
@@ -233,9 +175,7 @@ class TestEngine:
         await make_due(owner_db, incident["id"])
         await sweep(app)
         assert [p["level"] for p in await pages_of(desk, incident["id"])] == [0]
-        history = (
-            await desk.client.get(f"/api/v1/incidents/{incident['id']}/events", headers=await desk.as_agent())
-        ).json()
+        history = await events_of(desk, incident["id"])
         assert "page_acknowledged" in [e["type"] for e in history]
 
     async def test_only_the_paged_person_or_staff_acknowledge(
@@ -261,11 +201,7 @@ class TestEngine:
         await make_due(owner_db, incident["id"])
         await sweep(app)
         assert [p["level"] for p in await pages_of(desk, incident["id"])] == [0]
-        escalations = (
-            await desk.client.get(
-                "/api/v1/escalations", params={"incident_id": incident["id"]}, headers=await desk.as_agent()
-            )
-        ).json()
+        escalations = await escalations_of(desk, incident["id"])
         assert [e["state"] for e in escalations] == ["resolved"]
 
     async def test_other_priorities_do_not_trigger(self, app: Litestar, desk: Desk) -> None:
@@ -326,27 +262,11 @@ class TestEngine:
         await drain(app)
         pages = await pages_of(desk, incident["id"])
         assert [p["level"] for p in pages] == [0]
-        escalations = (
-            await desk.client.get(
-                "/api/v1/escalations", params={"incident_id": incident["id"]}, headers=await desk.as_agent()
-            )
-        ).json()
+        escalations = await escalations_of(desk, incident["id"])
         assert [e["trigger"] for e in escalations] == ["sla_breached:response"]
 
     async def test_after_hours_routing(self, app: Litestar, desk: Desk, owner_db: Database) -> None:
-        from msp_platform.models.tenant import Tenant
-
-        closed_now = (utcnow() + timedelta(hours=12)).weekday()
-        async with owner_db.dangerously_unscoped_session() as session:
-            await session.execute(
-                update(Tenant)
-                .where(Tenant.id == desk.tenant.id)
-                .values(
-                    timezone="UTC",
-                    business_calendar={"hours": [{"weekday": closed_now, "start": "00:00", "end": "00:01"}]},
-                )
-            )
-            await session.commit()
+        await set_hours(owner_db, desk, closed_all_day())
         await create_policy(desk, ladder(desk, triggers=[{"type": "after_hours"}]))
         incident = await desk.raise_incident(impact=3, urgency=3)
         await drain(app)

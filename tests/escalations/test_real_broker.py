@@ -284,6 +284,8 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
 async def test_an_escalation_fires_after_the_broker_comes_back(
     backend: Backend, factory: Factory, owner_db: Database, private_redis: tuple[str, Any]
 ) -> None:
+    """One worker keeps running through a broker outage; the level that falls due during the outage fires
+    once the broker is back (the worker's sweep leases it and re-queues it through the outbox)."""
     if not backend.is_postgres:
         pytest.skip("runs once, on PostgreSQL")
     url, (start_redis, stop_redis) = private_redis
@@ -300,7 +302,7 @@ async def test_an_escalation_fires_after_the_broker_comes_back(
     try:
         async with api(settings) as http:
             _, admin_headers, _, l2 = await setup_tenant(factory, http)
-            with workers(settings, 1):
+            with workers(settings, 1) as (worker,):
                 response = await http.post(
                     "/api/v1/incidents",
                     json={"title": "Telemetry down", "impact": 1, "urgency": 1},
@@ -312,36 +314,40 @@ async def test_an_escalation_fires_after_the_broker_comes_back(
                     return any(r[1] == 0 for r in await count_pages(owner_db, [incident]))
 
                 await wait_until(level0)
-            # The broker dies, taking the level-1 delayed message with it (no persistence).
-            stop_redis()
-            async with owner_db.dangerously_unscoped_session() as session:
-                escalation = await session.scalar(
-                    select(Escalation.id).where(Escalation.incident_id == incident)
+                # The broker dies (no persistence: the delayed messages it held are gone); the worker runs on.
+                stop_redis()
+                async with owner_db.dangerously_unscoped_session() as session:
+                    escalation = await session.scalar(
+                        select(Escalation.id).where(Escalation.incident_id == incident)
+                    )
+                    due = utcnow() + timedelta(seconds=2)
+                    await session.execute(
+                        update(Timer)
+                        .where(Timer.subject_id == escalation, Timer.fired_at.is_(None))
+                        .values(due_at=due, lease_until=due + timedelta(seconds=3))
+                    )
+                    await session.commit()
+                # A request during the outage still succeeds: its jobs wait in the outbox.
+                during = await http.post(
+                    "/api/v1/incidents", json={"title": "During outage"}, headers=admin_headers
                 )
-                await session.execute(
-                    update(Timer)
-                    .where(Timer.subject_id == escalation, Timer.fired_at.is_(None))
-                    .values(due_at=utcnow() - timedelta(seconds=30))
-                )
-                await session.commit()
-            # A request during the outage still succeeds: its jobs wait in the outbox.
-            ack_target = await http.post(
-                "/api/v1/incidents", json={"title": "During outage"}, headers=admin_headers
-            )
-            assert ack_target.status_code == 201
-            await anyio.sleep(1)
-            assert [r for r in await count_pages(owner_db, [incident]) if r[1] == 1] == []
-            start_redis()
-            with workers(settings, 1):
+                assert during.status_code == 201
+                await anyio.sleep(8)  # the level falls due, and its lease ends, while the broker is down
+                assert worker.poll() is None, "the worker survives the outage"
+                assert [r for r in await count_pages(owner_db, [incident]) if r[1] == 1] == []
+                start_redis()
 
                 async def level1() -> bool:
                     return any(r[1] == 1 for r in await count_pages(owner_db, [incident]))
 
-                await wait_until(level1)
+                await wait_until(level1, within=60)
+                assert worker.poll() is None
             async with owner_db.dangerously_unscoped_session() as session:
                 page = await session.scalar(select(Page).where(Page.incident_id == incident, Page.level == 1))
+                pages = await count_pages(owner_db, [incident])
             assert page is not None
             assert page.staff_id == l2.id
+            assert sorted((r[1], r[2]) for r in pages) == [(0, 1), (1, 1)]
     finally:
         with suppress(Exception):  # the private Redis may already be gone
             broker.flush_all()

@@ -121,6 +121,7 @@ class Seeder:
                     elapsed_seconds=0,
                     paused_seconds=0,
                     computed_at=opened_at,
+                    opened_at=opened_at,
                 )
             )
         async with self.db.dangerously_unscoped_session() as session:

@@ -33,10 +33,16 @@ class TestSlaCompliance:
     async def test_per_priority_and_target(self, factory: Factory, seed: Seeder, reports: Reports) -> None:
         tenant = await factory.tenant()
         await seed.incident(
-            tenant, at("2025-01-05T10:00"), priority=1, sla={"response": "met", "resolution": "breached"}
+            tenant,
+            at("2025-01-05T10:00"),
+            priority=1,
+            sla={"response": "met", "resolution": "breached", "update": "breached"},
         )
         await seed.incident(
-            tenant, at("2025-01-06T10:00"), priority=1, sla={"response": "met", "resolution": "met"}
+            tenant,
+            at("2025-01-06T10:00"),
+            priority=1,
+            sla={"response": "met", "resolution": "met", "update": "met"},
         )
         # A running clock past its due time is a breach the timer has not announced yet.
         await seed.incident(
@@ -49,7 +55,12 @@ class TestSlaCompliance:
             tenant,
             at("2025-01-08T10:00"),
             priority=1,
-            sla={"response": "met", "resolution": ("running", at("2099-01-01T00:00"))},
+            sla={
+                "response": "met",
+                "resolution": ("running", at("2099-01-01T00:00")),
+                # The update cadence: the next update due in the past and not yet announced is a miss.
+                "update": ("running", at("2025-01-08T10:30")),
+            },
         )
         await seed.incident(
             tenant, at("2025-01-10T10:00"), priority=2, sla={"response": "paused", "resolution": "met"}
@@ -75,6 +86,7 @@ class TestSlaCompliance:
         )
         response = by_priority(body["rows"], target="response")
         resolution = by_priority(body["rows"], target="resolution")
+        cadence = by_priority(body["rows"], target="update")
         pick = ("measured", "met", "breached", "pending", "compliance_percent")
 
         def figures(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -88,7 +100,9 @@ class TestSlaCompliance:
             assert figures(response[priority]) == (0, 0, 0, 0, None)
         assert figures(response[None]) == (5, 3, 1, 1, 75.0)
         assert figures(resolution[None]) == (5, 2, 2, 1, 50.0)
-        assert len(body["rows"]) == 12
+        assert figures(cadence[1]) == (3, 1, 2, 0, 33.33)
+        assert figures(cadence[None]) == (3, 1, 2, 0, 33.33)
+        assert len(body["rows"]) == 18  # (5 priorities + the total) x (response, resolution, update)
         assert all(r["group"] is None for r in body["rows"])
 
     async def test_rows_come_from_the_sla_engine(
@@ -653,6 +667,28 @@ class TestCsv:
         as_json = await reports.get("sla-compliance", {**headers, "Accept": "text/csv"}, format="json", **JAN)
         assert as_json.headers["content-type"].startswith("application/json")
 
+    async def test_text_cells_never_become_formulas(
+        self, factory: Factory, seed: Seeder, reports: Reports
+    ) -> None:
+        tenant = await factory.tenant()
+        for category in ('=HYPERLINK("http://evil","x")', "+1", "-2+3", "@SUM(A1)", "\tcmd", "plain"):
+            await seed.incident(tenant, at("2025-01-05T10:00"), category=category)
+        headers = await reports.admin_of(tenant)
+        for report, column in (("volume", "value"), ("service", "dimension_value")):
+            text = (await reports.get(report, headers, format="csv", **JAN)).text
+            values = {r[column] for r in parse_csv(text) if r["dimension"] == "category"}
+            assert values == {
+                '\'=HYPERLINK("http://evil","x")',
+                "'+1",
+                "'-2+3",
+                "'@SUM(A1)",
+                "'\tcmd",
+                "plain",
+            }
+        # Numbers stay numbers (a negative one too: it is not text).
+        lines = parse_csv((await reports.get("volume", headers, format="csv", **JAN)).text)
+        assert lines[0]["opened"] == "6"
+
     async def test_service_report_as_one_long_table(
         self, factory: Factory, seed: Seeder, reports: Reports
     ) -> None:
@@ -726,6 +762,29 @@ class TestBadInput:
         body = response.json()
         assert body["type"] == "/problems/validation-error"
         assert any(field in e["field"] for e in body["errors"]), body["errors"]
+
+    @pytest.mark.parametrize(
+        ("timezone", "params"),
+        [
+            ("Asia/Tokyo", {"from": "0001-01-01", "to": "0001-02-01"}),
+            ("UTC", {"from": "0001-01-01T00:00:00+05:00", "to": "0001-02-01T00:00:00Z"}),
+            ("America/New_York", {"from": "9999-12-01", "to": "9999-12-31"}),
+            ("UTC", {"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:00:00-05:00"}),
+            ("Pacific/Kiritimati", {"from": "1899-12-31", "to": "1900-01-31"}),
+            ("UTC", {"from": "2025-01-01T00:00:00+24:00", "to": "2025-02-01"}),
+        ],
+    )
+    async def test_instants_out_of_range_are_refused_not_crashed(
+        self, factory: Factory, seed: Seeder, reports: Reports, timezone: str, params: dict[str, str]
+    ) -> None:
+        tenant = await factory.tenant()
+        await seed.set_timezone(tenant, timezone)
+        for name in ("service", "volume/hour-of-week", "sla-compliance"):
+            response = await reports.client.get(
+                f"/api/v1/reports/{name}", params=params, headers=await reports.admin_of(tenant)
+            )
+            assert response.status_code == 422, (name, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
 
     async def test_a_400_day_period_is_accepted(self, factory: Factory, reports: Reports) -> None:
         tenant = await factory.tenant()

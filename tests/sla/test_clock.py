@@ -276,6 +276,90 @@ class TestInputValidation:
             TargetSpec("t", duration, "resolution", warning_percents=percents)
 
 
+ALWAYS = BusinessCalendar.always_open("UTC")
+
+
+def changed(target: TargetSpec, *changes: tuple[datetime, timedelta | None]) -> TargetSpec:
+    return TargetSpec(
+        target.name,
+        target.duration,
+        target.kind,
+        target.pause_states,
+        target.stop_states,
+        target.warning_percents,
+        tuple(changes),
+    )
+
+
+class TestPriorityChanges:
+    """Durations change with the priority; the new one counts from the start (see sla.clock)."""
+
+    P5 = TargetSpec("response", 8 * H, "response", stop_states=STOP, warning_percents=(50,))
+
+    def test_a_raise_that_leaves_the_target_exceeded_breaches_at_the_raise(self) -> None:
+        raised = changed(self.P5, (at(3, 10, 40), timedelta(minutes=15)))
+        result = compute_clock(timeline((at(3, 9), "new")), raised, ALWAYS, at(3, 11))
+        assert (result.status, result.breached_at, result.duration) == (
+            "breached",
+            at(3, 10, 40),
+            timedelta(minutes=15),
+        )
+        assert result.warnings[0].reached_at == at(3, 10, 40)  # 50 % of 15 minutes: passed at the raise too
+        before = compute_clock(timeline((at(3, 9), "new")), raised, ALWAYS, at(3, 10, 30))
+        assert (before.status, before.due_at) == ("running", at(3, 17))  # as of then: P5, due 8 h in
+
+    def test_a_raise_with_time_left_moves_the_due_time(self) -> None:
+        raised = changed(self.P5, (at(3, 9, 10), timedelta(minutes=15)))
+        result = compute_clock(timeline((at(3, 9), "new")), raised, ALWAYS, at(3, 9, 12))
+        assert (result.status, result.due_at, result.remaining) == (
+            "running",
+            at(3, 9, 15),
+            timedelta(minutes=3),
+        )
+
+    def test_a_lowering_never_erases_a_breach(self) -> None:
+        p1 = TargetSpec("response", timedelta(minutes=15), "response", stop_states=STOP)
+        lowered = changed(p1, (at(3, 9, 30), 8 * H))
+        result = compute_clock(timeline((at(3, 9), "new")), lowered, ALWAYS, at(3, 10))
+        assert (result.status, result.breached_at, result.duration) == ("breached", at(3, 9, 15), 8 * H)
+        responded = timeline((at(3, 9), "new"), responded_at=at(3, 9, 45))
+        assert compute_clock(responded, lowered, ALWAYS, at(3, 10)).status == "breached"
+
+    def test_a_change_after_the_first_response_changes_nothing(self) -> None:
+        raised = changed(self.P5, (at(3, 11), timedelta(minutes=15)))
+        responded = timeline((at(3, 9), "new"), responded_at=at(3, 10))
+        assert compute_clock(responded, raised, ALWAYS, at(3, 12)).status == "met"
+
+    def test_a_change_while_resolved_applies_when_reopened(self) -> None:
+        target = TargetSpec("resolution", 4 * H, "resolution", stop_states=STOP)
+        raised = changed(target, (at(3, 12), H))
+        events = timeline((at(3, 9), "new"), (at(3, 11), "resolved"), (at(3, 13), "in_progress"))
+        assert compute_clock(events, raised, ALWAYS, at(3, 12, 30)).status == "met"
+        reopened = compute_clock(events, raised, ALWAYS, at(3, 14))
+        assert (reopened.status, reopened.breached_at) == ("breached", at(3, 13))
+
+    def test_used_up_exactly_then_lowered_is_measured_against_the_new_target(self) -> None:
+        eight = TargetSpec("resolution", 8 * H, "resolution", stop_states=STOP)
+        lowered = changed(eight, (at(3, 20), 10 * H))  # after closing, with exactly 8 h counted
+        result = compute_clock(timeline((at(3, 9), "new")), lowered, OFFICE, at(4, 10))
+        assert (result.status, result.due_at, result.breached_at) == ("running", at(4, 11), None)
+        later = compute_clock(timeline((at(3, 9), "new")), lowered, OFFICE, at(4, 12))
+        assert (later.status, later.breached_at) == ("breached", at(4, 11))
+
+    def test_no_target_while_the_priority_has_none(self) -> None:
+        none_then_p1 = changed(self.P5, (at(3, 9), None), (at(3, 10), timedelta(minutes=15)))
+        early = compute_clock(timeline((at(3, 9), "new")), none_then_p1, ALWAYS, at(3, 9, 50))
+        assert (early.applies, early.status, early.due_at) == (False, "running", None)
+        late = compute_clock(timeline((at(3, 9), "new")), none_then_p1, ALWAYS, at(3, 10, 5))
+        assert (late.applies, late.status, late.breached_at) == (True, "breached", at(3, 10))
+
+    def test_unreachable_due_is_none_not_a_search_to_the_year_9999(self) -> None:
+        thin = parse_calendar("UTC", [{"weekday": 0, "start": "00:00", "end": "00:01"}])
+        target = TargetSpec("resolution", timedelta(days=365), "resolution", stop_states=STOP)
+        result = compute_clock(timeline((at(3, 9), "new")), target, thin, at(3, 10))
+        assert (result.status, result.due_at, result.wake_at) == ("running", None, None)
+
+
 class TestUpdateCadence:
     def test_late_and_missing_updates(self) -> None:
         misses = compute_update_cadence(at(3, 9), [at(3, 9, 30), at(3, 11)], H, OFFICE, None, at(3, 13))

@@ -223,17 +223,27 @@ def clock_cases(draw: st.DrawFn) -> tuple[Scenario, Timeline, TargetSpec, dateti
         )
     else:
         stop_states = frozenset(draw(st.sets(st.sampled_from(["cancelled"]))))
-    target = TargetSpec(
-        name="t",
-        duration=timedelta(
+
+    def duration() -> timedelta:
+        return timedelta(
             minutes=draw(st.integers(1, 3 * 1440)),
             seconds=draw(st.sampled_from([0, 0, 20])),
             microseconds=draw(st.sampled_from([0, 0, 7])),  # thresholds that need rounding
-        ),
+        )
+
+    # Priority changes: a new duration (or none: no such target) from a minute on, some after as_of.
+    change_minutes = sorted(draw(st.lists(st.integers(-30, scenario.minutes + 60), max_size=3)))
+    changes = tuple(
+        (scenario.start + n * MINUTE, duration() if draw(st.integers(0, 4)) else None) for n in change_minutes
+    )
+    target = TargetSpec(
+        name="t",
+        duration=duration(),
         kind=kind,
         pause_states=pause_states,
         stop_states=stop_states,
         warning_percents=tuple(draw(st.lists(st.integers(1, 100), unique=True, max_size=3))),
+        changes=changes,
     )
     # Events may land after as_of; those must be ignored.
     offsets = sorted(draw(st.lists(st.integers(0, scenario.minutes + 600), max_size=8)))
@@ -254,9 +264,18 @@ def state_at(timeline: Timeline, moment: datetime) -> str:
     return current
 
 
+US = timedelta(microseconds=1)
+MINUTE_US = 60_000_000
+# How far past as_of the reference looks for a running clock's due times.
+PROJECTION_MINUTES = 21 * 1440
+
+
 @SETTINGS
 @given(clock_cases())
 def test_clock_matches_reference(case: tuple[Scenario, Timeline, TargetSpec, datetime]) -> None:
+    """Minute by minute, the definitions of sla.clock: counted, paused, outside hours and stopped time; the
+    duration in force at each minute (priority changes: counted from the start, reached at the change when
+    already exceeded, a breach never erased); then the due times of a running clock, walked on past as_of."""
     scenario, timeline, target, as_of = case
     result = compute_clock(timeline, target, scenario.calendar, as_of)
 
@@ -269,24 +288,69 @@ def test_clock_matches_reference(case: tuple[Scenario, Timeline, TargetSpec, dat
             and timeline.responded_at <= moment
         )
 
-    duration_us = target.duration // timedelta(microseconds=1)
-    thresholds = {p: -(-duration_us * p // 100) for p in target.warning_percents} | {100_000: duration_us}
+    def period(moment: datetime) -> tuple[int, int | None]:
+        """(index of the change in force, its duration in microseconds or None)."""
+        index, value = -1, target.duration // US
+        for i, (at, d) in enumerate(target.changes):
+            if at <= moment and at <= as_of:
+                index, value = i, (None if d is None else d // US)
+        return index, value
+
+    def threshold(d: int, percent: int) -> int:
+        return -(-d * percent // 100)
+
+    percents = target.warning_percents
     reached: dict[int, datetime] = {}
-    elapsed = paused = outside = 0
+    breached_at: datetime | None = None
+    period_reach: datetime | None = None
+    current_period: int | None = None
+    elapsed = paused = outside = 0  # minutes
+
+    def check(moment: datetime, d: int | None) -> None:
+        """The clock runs at ``moment``: what counted time already covers is reached."""
+        nonlocal period_reach, breached_at
+        if d is None:
+            return
+        for p in percents:
+            if p not in reached and elapsed * MINUTE_US >= threshold(d, p):
+                reached[p] = moment
+        if period_reach is None and elapsed * MINUTE_US >= d:
+            period_reach = moment
+        if breached_at is None and elapsed * MINUTE_US > d:
+            breached_at = period_reach
+
+    def enter(moment: datetime) -> int | None:
+        nonlocal current_period, period_reach
+        index, d = period(moment)
+        if index != current_period:
+            current_period, period_reach = index, None
+        return d
+
     for n in range(scenario.minutes):
         moment = scenario.start + n * MINUTE
         state = state_at(timeline, moment)
+        d = enter(moment)
         if stopped(moment):
             continue
+        check(moment, d)
         if not scenario.reference.is_open(moment):
             outside += 1
         elif state in target.pause_states:
             paused += 1
         else:
-            for key, threshold in thresholds.items():
-                if elapsed * 60_000_000 < threshold <= (elapsed + 1) * 60_000_000:
-                    reached[key] = moment + timedelta(microseconds=threshold - elapsed * 60_000_000)
+            if d is not None:
+                before = elapsed * MINUTE_US
+                for p in percents:
+                    if p not in reached and before < threshold(d, p) <= before + MINUTE_US:
+                        reached[p] = moment + (threshold(d, p) - before) * US
+                if period_reach is None and before < d <= before + MINUTE_US:
+                    period_reach = moment + (d - before) * US
+                if breached_at is None and before + MINUTE_US > d:
+                    breached_at = period_reach
             elapsed += 1
+    final_d = enter(as_of)
+    if not stopped(as_of):
+        check(as_of, final_d)
 
     elapsed_td = elapsed * MINUTE
     stopped_at = None
@@ -294,31 +358,60 @@ def test_clock_matches_reference(case: tuple[Scenario, Timeline, TargetSpec, dat
         stopped_at = as_of
         while stopped_at > timeline.started_at and stopped(stopped_at - MINUTE):
             stopped_at -= MINUTE
-    if stopped(as_of):
-        status = "met" if elapsed_td <= target.duration else "breached"
-    elif elapsed_td > target.duration:
+    if breached_at is not None:
         status = "breached"
+    elif stopped(as_of):
+        status = "met"
     elif state_at(timeline, as_of) in target.pause_states:
         status = "paused"
     else:
         status = "running"
+    known = [target.duration // US] + [d // US for at, d in target.changes if d is not None and at <= as_of]
+    shown = final_d if final_d is not None else known[-1]
 
     assert result.elapsed == elapsed_td
     assert result.paused == paused * MINUTE
     assert result.outside_hours == outside * MINUTE
-    assert result.remaining == target.duration - elapsed_td
     assert result.status == status
+    assert result.applies is (final_d is not None)
+    assert result.duration == shown * US
+    assert result.remaining == shown * US - elapsed_td
     assert result.stopped_at == stopped_at
-    assert result.breached_at == (reached[100_000] if status == "breached" else None)
+    assert result.breached_at == breached_at
     for warning in result.warnings:
         assert warning.reached_at == reached.get(warning.percent)
-        if warning.reached_at is not None:
-            assert warning.due_at == warning.reached_at
-    if status == "running":
-        assert result.due_at is not None
-        assert result.due_at >= as_of or elapsed_td == target.duration
-        if result.due_at > as_of:
-            assert scenario.calendar.business_time_between(as_of, result.due_at) == result.remaining
+
+    # Due times: reached ones as reached; a running clock's walked on past as_of in its final state.
+    expected_due: dict[int, datetime | None] = {p: reached.get(p) for p in percents}
+    expected_breach_due: datetime | None = breached_at if status == "breached" else None
+    walked = True
+    if status == "running" and final_d is not None:
+        goals = {p: threshold(final_d, p) for p in percents if p not in reached}
+        if period_reach is not None:
+            expected_breach_due = period_reach
+        else:
+            goals[100_000] = final_d
+        count = elapsed * MINUTE_US
+        for n in range(PROJECTION_MINUTES):
+            if not goals:
+                break
+            moment = as_of + n * MINUTE
+            if not scenario.reference.is_open(moment):
+                continue
+            for key, goal in list(goals.items()):
+                if count < goal <= count + MINUTE_US:
+                    due = moment + (goal - count) * US
+                    if key == 100_000:
+                        expected_breach_due = due
+                    else:
+                        expected_due[key] = due
+                    del goals[key]
+            count += MINUTE_US
+        walked = not goals
+    if walked:
+        assert result.due_at == expected_breach_due
+        for warning in result.warnings:
+            assert warning.due_at == expected_due[warning.percent]
     assert sum((s.duration for s in result.segments), timedelta(0)) == as_of - timeline.started_at
     for first, second in pairwise(result.segments):
         assert first.end == second.start

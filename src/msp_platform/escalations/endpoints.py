@@ -120,7 +120,7 @@ class EscalationPolicyController(Controller):
 
     @put(
         "/{policy_id:uuid}",
-        summary="Replace an escalation policy (running escalations keep their ladder)",
+        summary="Replace an escalation policy (running escalations keep the ladder they started with)",
         **protected(Scope.oncall_write),
     )
     async def replace(
@@ -129,7 +129,12 @@ class EscalationPolicyController(Controller):
         policy = await _policy(session, policy_id)
         return await policy_out(session, await service.save_policy(session, tenant_id, data, existing=policy))
 
-    @delete("/{policy_id:uuid}", summary="Deactivate an escalation policy", **protected(Scope.oncall_write))
+    @delete(
+        "/{policy_id:uuid}",
+        summary="Deactivate an escalation policy (it triggers nothing new; running escalations finish on their "
+        "own ladder)",
+        **protected(Scope.oncall_write),
+    )
     async def deactivate(self, session: Session, tenant_id: TenantId, policy_id: FromPath[uuid.UUID]) -> None:
         await service.delete_policy(session, await _policy(session, policy_id))
 
@@ -139,11 +144,24 @@ class PageController(Controller):
     tags = ["Escalations"]
     dependencies = DEPENDENCIES
 
-    @get("/escalations", summary="Escalations of an incident", **protected(Scope.oncall_read))
+    @get(
+        "/escalations",
+        summary="Escalations of an incident (oldest first), cursor-paginated",
+        **protected(Scope.oncall_read),
+    )
     async def escalations(
-        self, session: Session, ctx: Ctx, incident_id: FromQuery[uuid.UUID]
-    ) -> list[EscalationOut]:
-        return [escalation_out(e) for e in await EscalationRepository(session).escalations_of(incident_id)]
+        self,
+        session: Session,
+        ctx: Ctx,
+        incident_id: FromQuery[uuid.UUID],
+        limit: Limit = None,
+        cursor: Cursor = None,
+        escalation_state: FromQuery[str | None] = None,
+    ) -> Page[EscalationOut]:
+        rows, next_cursor = await EscalationRepository(session).escalations_page(
+            incident_id, limit=limit, cursor=cursor, state=escalation_state
+        )
+        return Page(items=[escalation_out(e) for e in rows], next_cursor=next_cursor)
 
     @get(
         "/pages",
@@ -175,24 +193,24 @@ class PageController(Controller):
 
     @post(
         "/pages/{page_id:uuid}/acknowledge",
-        summary="Acknowledge a page: no further levels fire",
+        summary="Acknowledge a page: every escalation of its incident stops (nobody else is paged)",
         status_code=200,
         **protected(Scope.incidents_write),
     )
     async def acknowledge(
         self, session: Session, principal: Caller, tenant_id: TenantId, page_id: FromPath[uuid.UUID]
     ) -> PageOut:
-        page = await service.get_page(session, page_id, for_update=True)
+        page = await service.get_page(session, page_id)
         return page_out(await service.acknowledge(session, principal, page))
 
     @post(
         "/pages/{page_id:uuid}/resolve",
-        summary="Resolve a page and its escalation",
+        summary="Resolve a page: every escalation of its incident ends",
         status_code=200,
         **protected(Scope.incidents_write),
     )
     async def resolve(
         self, session: Session, principal: Caller, tenant_id: TenantId, page_id: FromPath[uuid.UUID]
     ) -> PageOut:
-        page = await service.get_page(session, page_id, for_update=True)
+        page = await service.get_page(session, page_id)
         return page_out(await service.resolve_page(session, principal, page))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, and_, bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from msp_platform.kit.pagination import Ordering, SortKey, paginate
+from msp_platform.models.incident import Incident
 from msp_platform.models.oncall import (
     Escalation,
     EscalationLevel,
@@ -18,20 +22,38 @@ from msp_platform.models.oncall import (
     OncallSchedule,
     Page,
 )
-from msp_platform.models.staff import StaffGrant, StaffMember
+from msp_platform.models.staff import StaffGrant, StaffMember, StaffRole
+from msp_platform.models.tenant import Tenant
 from msp_platform.models.user import User
 
 POLICY_ORDER = Ordering("name", (SortKey(EscalationPolicy.name), SortKey(EscalationPolicy.id)))
 PAGE_ORDER = Ordering("newest", (SortKey(Page.created_at, True), SortKey(Page.id, True)))
+ESCALATION_ORDER = Ordering("started", (SortKey(Escalation.started_at), SortKey(Escalation.id)))
 
 
 class EscalationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _lockable(self, stmt: Any) -> Any:
+    @property
+    def _postgres(self) -> bool:
         bind = self.session.bind
-        return stmt.with_for_update() if bind is not None and bind.dialect.name == "postgresql" else stmt
+        return bind is not None and bind.dialect.name == "postgresql"
+
+    def _lockable(self, stmt: Any) -> Any:
+        """FOR UPDATE on PostgreSQL (SQLite writers are serialised by BEGIN IMMEDIATE), re-reading the row
+        so a state another transaction committed while we waited is what we see."""
+        stmt = stmt.execution_options(populate_existing=True)
+        return stmt.with_for_update() if self._postgres else stmt
+
+    async def incident(self, incident_id: uuid.UUID, *, for_update: bool = False) -> Incident | None:
+        """The incident, locked first by everything that writes its event log (the sequence numbers) or
+        changes its escalations, so those never interleave or deadlock."""
+        found: Incident | None = await self.session.scalar(
+            _incident_statement(locked=for_update and self._postgres, fresh=for_update),
+            {"incident_id": incident_id},
+        )
+        return found
 
     # policies --------------------------------------------------------------------------------------
     async def policy(self, policy_id: uuid.UUID) -> EscalationPolicy | None:
@@ -103,15 +125,6 @@ class EscalationRepository:
                 .execution_options(synchronize_session=False)
             )
 
-    async def policy_in_use(self, policy_id: uuid.UUID) -> bool:
-        found = await self.session.scalar(
-            select(Escalation.id)
-            .where(Escalation.policy_id == policy_id, Escalation.state == "active")
-            .limit(1)
-        )
-        return found is not None
-
-    # references ------------------------------------------------------------------------------------
     async def schedule(self, schedule_id: uuid.UUID) -> OncallSchedule | None:
         found: OncallSchedule | None = await self.session.scalar(
             select(OncallSchedule).where(OncallSchedule.id == schedule_id)
@@ -134,24 +147,127 @@ class EscalationRepository:
         )
         return list(rows.all())
 
-    async def granted_staff_ids(self, tenant_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        rows = await self.session.scalars(
-            select(StaffGrant.staff_id).where(StaffGrant.tenant_id.in_(tenant_ids))
+    async def staff_who_may_be_paged(
+        self, tenant_id: uuid.UUID, staff_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, StaffMember]:
+        """Of ``staff_ids``, the staff who may act on (and be paged for) the tenant, in one statement: active,
+        and an MSP admin or granted the tenant (or, with ``include_children``, one of its ancestors). The
+        rule of ``authz.service.staff_with_access`` for a few people, without reading every tenant and
+        staff member (a test keeps the two in agreement)."""
+        # Read once per unit of work: a job pages and then notifies with one answer.
+        memo: dict[tuple[uuid.UUID, uuid.UUID], StaffMember | None] = self.session.info.setdefault(
+            "escalations.may_be_paged", {}
         )
-        return set(rows.all())
+        missing = [sid for sid in staff_ids if (tenant_id, sid) not in memo]
+        if missing:
+            found = await self._may_be_paged(tenant_id, missing)
+            for sid in missing:
+                memo[(tenant_id, sid)] = found.get(sid)
+        return {sid: member for sid in staff_ids if (member := memo[(tenant_id, sid)]) is not None}
 
-    # escalations and pages -------------------------------------------------------------------------
-    async def escalation(self, escalation_id: uuid.UUID, *, for_update: bool = False) -> Escalation | None:
-        stmt = select(Escalation).where(Escalation.id == escalation_id)
-        found: Escalation | None = await self.session.scalar(self._lockable(stmt) if for_update else stmt)
+    async def _may_be_paged(
+        self, tenant_id: uuid.UUID, staff_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, StaffMember]:
+        rows = await self.session.scalars(
+            _may_be_paged_statement(), {"tenant_id": tenant_id, "staff_ids": list(staff_ids)}
+        )
+        return {s.id: s for s in rows}
+
+    async def escalation(
+        self, escalation_id: uuid.UUID, *, for_update: bool = False, fresh: bool = False
+    ) -> Escalation | None:
+        found: Escalation | None = await self.session.scalar(
+            _escalation_statement(locked=for_update and self._postgres, fresh=for_update or fresh),
+            {"escalation_id": escalation_id},
+        )
         return found
 
-    async def escalations_of(self, incident_id: uuid.UUID, *, active_only: bool = False) -> list[Escalation]:
+    async def escalations_of(
+        self,
+        incident_id: uuid.UUID,
+        *,
+        active_only: bool = False,
+        states: Sequence[str] | None = None,
+        policy_id: uuid.UUID | None = None,
+        for_update: bool = False,
+    ) -> list[Escalation]:
         stmt = select(Escalation).where(Escalation.incident_id == incident_id)
         if active_only:
             stmt = stmt.where(Escalation.state == "active")
-        rows = await self.session.scalars(stmt.order_by(Escalation.started_at))
+        if states is not None:
+            stmt = stmt.where(Escalation.state.in_(list(states)))
+        if policy_id is not None:
+            stmt = stmt.where(Escalation.policy_id == policy_id)
+        stmt = stmt.order_by(Escalation.started_at, Escalation.id)
+        rows = await self.session.scalars(self._lockable(stmt) if for_update else stmt)
         return list(rows.all())
+
+    async def escalations_page(
+        self, incident_id: uuid.UUID, *, limit: int | None, cursor: str | None, state: str | None
+    ) -> tuple[list[Escalation], str | None]:
+        stmt: Select[Any] = select(Escalation).where(Escalation.incident_id == incident_id)
+        if state is not None:
+            stmt = stmt.where(Escalation.state == state)
+        return await paginate(
+            self.session,
+            stmt,
+            ordering=ESCALATION_ORDER,
+            limit=limit,
+            cursor=cursor,
+            scope=f"escalations:{incident_id}",
+        )
+
+    async def triggered_pages_of_incident(self, incident_id: uuid.UUID) -> list[Page]:
+        stmt = select(Page).where(Page.incident_id == incident_id, Page.state == "triggered")
+        rows = await self.session.scalars(self._lockable(stmt.order_by(Page.id)))
+        return list(rows.all())
+
+    async def earlier_page(
+        self,
+        incident_id: uuid.UUID,
+        escalation_id: uuid.UUID,
+        level: int,
+        repeat: int,
+        staff_id: uuid.UUID | None,
+        user_id: uuid.UUID | None,
+        *,
+        since: datetime,
+    ) -> Page | None:
+        """This person's page for this (escalation, level, repeat), or else one for this incident from another
+        escalation created since ``since`` (one statement, our own level's page first)."""
+        found: Page | None = await self.session.scalar(
+            _earlier_page_statement(staff=staff_id is not None),
+            {
+                "incident_id": incident_id,
+                "escalation_id": escalation_id,
+                "level": level,
+                "repeat": repeat,
+                "person": staff_id if staff_id is not None else user_id,
+                "since": since,
+            },
+        )
+        return found
+
+    async def page_count(self, escalation_id: uuid.UUID) -> int:
+        return int(
+            await self.session.scalar(
+                select(func.count()).select_from(Page).where(Page.escalation_id == escalation_id)
+            )
+            or 0
+        )
+
+    async def supersede_pages(self, page_ids: Sequence[uuid.UUID], state: str, at: datetime) -> None:
+        if not page_ids:
+            return
+        values: dict[str, Any] = {"state": state, "updated_at": at}
+        if state == "resolved":
+            values["resolved_at"] = at
+        await self.session.execute(
+            update(Page)
+            .where(Page.id.in_(list(page_ids)), Page.state == "triggered")
+            .values(**values)
+            .execution_options(synchronize_session="fetch")
+        )
 
     async def existing(
         self, incident_id: uuid.UUID, policy_id: uuid.UUID, trigger_key: str
@@ -165,6 +281,11 @@ class EscalationRepository:
         )
         return found
 
+    async def user_active(self, user_id: uuid.UUID) -> bool:
+        """An active user of the session's tenant (another tenant's user is invisible: not active here)."""
+        found = await self.session.scalar(select(User.active).where(User.id == user_id))
+        return bool(found)
+
     async def page(self, page_id: uuid.UUID, *, for_update: bool = False) -> Page | None:
         stmt = select(Page).where(Page.id == page_id)
         found: Page | None = await self.session.scalar(self._lockable(stmt) if for_update else stmt)
@@ -173,21 +294,6 @@ class EscalationRepository:
     async def pages_of(self, escalation_id: uuid.UUID) -> list[Page]:
         rows = await self.session.scalars(select(Page).where(Page.escalation_id == escalation_id))
         return list(rows.all())
-
-    async def existing_page(
-        self,
-        escalation_id: uuid.UUID,
-        level: int,
-        repeat: int,
-        staff_id: uuid.UUID | None,
-        user_id: uuid.UUID | None,
-    ) -> Page | None:
-        stmt = select(Page).where(
-            Page.escalation_id == escalation_id, Page.level == level, Page.repeat == repeat
-        )
-        stmt = stmt.where(Page.staff_id == staff_id) if staff_id else stmt.where(Page.user_id == user_id)
-        found: Page | None = await self.session.scalar(stmt)
-        return found
 
     async def pages_page(
         self,
@@ -211,3 +317,70 @@ class EscalationRepository:
         return await paginate(
             self.session, stmt, ordering=PAGE_ORDER, limit=limit, cursor=cursor, scope="pages"
         )
+
+
+# Statements of the firing path, built once (building them is a good share of a level's CPU time).
+
+
+@cache
+def _may_be_paged_statement() -> Select[Any]:
+    lineage = (
+        select(Tenant.id, Tenant.parent_id, literal(0).label("depth"))
+        .where(Tenant.id == bindparam("tenant_id"))
+        .cte("lineage", recursive=True)
+    )
+    ancestor = aliased(Tenant)
+    lineage = lineage.union_all(
+        select(ancestor.id, ancestor.parent_id, lineage.c.depth + 1)
+        .join(lineage, ancestor.id == lineage.c.parent_id)
+        .where(lineage.c.depth < 64)
+    )
+    granted = (
+        select(StaffGrant.staff_id)
+        .join(lineage, StaffGrant.tenant_id == lineage.c.id)
+        .where(or_(lineage.c.depth == 0, StaffGrant.include_children.is_(True)))
+    )
+    return select(StaffMember).where(
+        StaffMember.id.in_(bindparam("staff_ids", expanding=True)),
+        StaffMember.active.is_(True),
+        or_(StaffMember.role == StaffRole.msp_admin, StaffMember.id.in_(granted)),
+    )
+
+
+@cache
+def _earlier_page_statement(*, staff: bool) -> Select[Any]:
+    escalation_id: Any = bindparam("escalation_id")
+    person = Page.staff_id if staff else Page.user_id
+    return (
+        select(Page)
+        .where(
+            Page.incident_id == bindparam("incident_id"),
+            person == bindparam("person"),
+            or_(
+                and_(
+                    Page.escalation_id == escalation_id,
+                    Page.level == bindparam("level"),
+                    Page.repeat == bindparam("repeat"),
+                ),
+                and_(Page.escalation_id != escalation_id, Page.created_at >= bindparam("since")),
+            ),
+        )
+        .order_by(case((Page.escalation_id == escalation_id, 0), else_=1), Page.created_at.desc())
+        .limit(1)
+    )
+
+
+@cache
+def _incident_statement(*, locked: bool, fresh: bool) -> Select[Any]:
+    stmt = select(Incident).where(Incident.id == bindparam("incident_id"))
+    if fresh:
+        stmt = stmt.execution_options(populate_existing=True)
+    return stmt.with_for_update() if locked else stmt
+
+
+@cache
+def _escalation_statement(*, locked: bool, fresh: bool) -> Select[Any]:
+    stmt = select(Escalation).where(Escalation.id == bindparam("escalation_id"))
+    if fresh:
+        stmt = stmt.execution_options(populate_existing=True)
+    return stmt.with_for_update() if locked else stmt

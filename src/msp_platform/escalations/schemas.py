@@ -11,9 +11,11 @@ class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     type: Literal["incident_created", "sla_warning", "sla_breached", "after_hours"]
     # incident_created / after_hours: only these priorities (omitted: all)
     priorities: list[Annotated[int, msgspec.Meta(ge=1, le=5)]] | None = None
-    # sla_warning: the threshold; sla_warning / sla_breached: optionally one target
+    # sla_warning: starts at the first warning announced at or above this percent of the target's time
     percent: Annotated[int, msgspec.Meta(ge=1, le=99)] | None = None
-    target: Literal["response", "resolution"] | None = None
+    # sla_warning / sla_breached: one target; omitted: response or resolution. "update" (a missed public
+    # update) escalates each miss anew.
+    target: Literal["response", "resolution", "update"] | None = None
 
 
 class TargetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -13,6 +13,10 @@ Built in:
   signed and retried like every webhook; its ``webhook-id`` derives from the page, so it is sent once.
   Only for pages of the tenant's own users: who of the MSP's staff is paged is internal (the incident's
   ``paged`` event is internal too), and tenant webhooks carry only what the tenant may see.
+- ``staff_webhook``: pages of MSP staff to the MSP's own endpoint (``MSP_STAFF_PAGE_WEBHOOK_URL``, signed
+  with ``MSP_STAFF_PAGE_WEBHOOK_SECRET``): the same Standard Webhooks ``page.triggered`` message plus the
+  tenant it is for, retried like every notification; ``webhook-id`` derives from the page, so a receiver
+  deduplicates retries. It is the MSP's endpoint, so naming the paged staff member leaks nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from msp_platform.integrations.service import fan_out, matches
 from msp_platform.kit.errors import NotFound
 from msp_platform.kit.logging import get_logger
 from msp_platform.kit.time import utcnow
-from msp_platform.models.oncall import Notification
+from msp_platform.models.incident import Incident
+from msp_platform.models.oncall import Notification, Page
 from msp_platform.worker.outbox import PENDING_KEY, enqueue
 
 log = get_logger(__name__)
@@ -78,9 +83,16 @@ class PageMessage:
     person: Paged
     paged_at: datetime
 
+    # The API base (MSP_ISSUER) for the acknowledge instructions.
+    api_base: str = ""
+
     @property
     def subject(self) -> str:
         return f"[P{self.priority}] {self.incident_key}: {self.incident_title} (you are paged)"
+
+    @property
+    def acknowledge_url(self) -> str:
+        return f"{self.api_base.rstrip('/')}/api/v1/pages/{self.page_id}/acknowledge"
 
     def text(self) -> str:
         return (
@@ -89,8 +101,10 @@ class PageMessage:
             f"  {self.incident_title}\n\n"
             f"Escalation level {self.level + 1}"
             + (f", repeat {self.repeat}" if self.repeat else "")
-            + f", paged at {self.paged_at.isoformat()}.\n"
-            f"Please acknowledge the page (id {self.page_id}) or hand the incident over.\n"
+            + f", paged at {self.paged_at.isoformat()}.\n\n"
+            "To acknowledge (nobody else is paged for the incident once you do), sign in and POST to\n"
+            f"  {self.acknowledge_url}\n"
+            f"(page id {self.page_id}); or hand the incident over.\n"
         )
 
     def as_payload(self) -> dict[str, Any]:
@@ -109,6 +123,7 @@ class PageMessage:
                 "email": self.person.email,
             },
             "paged_at": self.paged_at.isoformat(),
+            "acknowledge_url": self.acknowledge_url,
         }
 
 
@@ -232,6 +247,51 @@ class WebhookChannel:
         )
 
 
+class StaffWebhookChannel:
+    """Pages of MSP staff to the MSP's own endpoint (settings), Standard Webhooks signed."""
+
+    name = "staff_webhook"
+
+    @staticmethod
+    def _configured(settings: Settings) -> tuple[str, str] | None:
+        url, secret = settings.staff_page_webhook_url.strip(), settings.staff_page_webhook_secret
+        if not url or secret is None:
+            return None
+        return url, secret.get_secret_value()
+
+    async def recipient(self, session: AsyncSession, settings: Settings, message: PageMessage) -> str | None:
+        if message.person.kind != "staff" or self._configured(settings) is None:
+            return None
+        return settings.staff_page_webhook_url.strip()
+
+    async def send(
+        self, session: AsyncSession, settings: Settings, message: PageMessage, *, notification_id: uuid.UUID
+    ) -> None:
+        configured = self._configured(settings)
+        if configured is None:
+            raise ChannelError("the staff page webhook is not configured", permanent=True)
+        url, secret = configured
+        problem = webhooks.url_problem(url, settings)
+        if problem:
+            raise ChannelError(f"MSP_STAFF_PAGE_WEBHOOK_URL: {problem}", permanent=True)
+        try:
+            webhooks.secret_key_bytes(secret)
+        except ValueError as exc:
+            raise ChannelError(f"MSP_STAFF_PAGE_WEBHOOK_SECRET: {exc}", permanent=True) from exc
+        body = webhooks.encode_body(
+            PAGE_EVENT,
+            message.paged_at.isoformat(),
+            {**message.as_payload(), "tenant_id": str(message.tenant_id)},
+        )
+        headers = webhooks.signed_headers([secret], webhooks.message_id_for(message.page_id), body)
+        result = await webhooks.post(url, headers, body)
+        if not result.delivered:
+            raise ChannelError(
+                f"HTTP {result.status_code}: {result.error}" if result.status_code else str(result.error),
+                permanent=result.gone,
+            )
+
+
 CHANNELS: dict[str, Channel] = {}
 
 
@@ -241,33 +301,47 @@ def register_channel(channel: Channel) -> None:
 
 register_channel(EmailChannel())
 register_channel(WebhookChannel())
+register_channel(StaffWebhookChannel())
 
 
 # --- pages --------------------------------------------------------------------------------------------
 
 
-async def page_message(session: AsyncSession, page_id: uuid.UUID) -> tuple[PageMessage | None, str]:
-    """The message for a page, or None and why there is nothing to send."""
+async def page_message(
+    session: AsyncSession,
+    page_id: uuid.UUID,
+    *,
+    api_base: str = "",
+    page: Page | None = None,
+    incident: Incident | None = None,
+) -> tuple[PageMessage | None, str]:
+    """The message for a page, or None and why there is nothing to send. ``page`` / ``incident``: rows the
+    caller holds already (the escalation engine), so they are not read again."""
     repo = NotificationRepository(session)
-    page = await repo.page(page_id)
+    page = page if page is not None and page.id == page_id else await repo.page(page_id)
     if page is None:
         raise NotFound(f"Page {page_id} not found.")
     if page.state != "triggered":
         return None, f"the page is {page.state}"
-    incident = await repo.incident(page.incident_id)
+    if incident is None or incident.id != page.incident_id:
+        incident = await repo.incident(page.incident_id)
     if incident is None:  # pragma: no cover - a composite foreign key holds it
         return None, "the incident is gone"
     person: Paged | None = None
     if page.staff_id is not None:
-        staff = await repo.staff(page.staff_id)
-        if staff is not None and staff.active:
+        from msp_platform.escalations.repository import EscalationRepository
+
+        # Access is checked again at sending: staff whose grant ended since the page never get the incident.
+        allowed = await EscalationRepository(session).staff_who_may_be_paged(page.tenant_id, [page.staff_id])
+        staff = allowed.get(page.staff_id)
+        if staff is not None:
             person = Paged("staff", staff.id, staff.name, staff.email)
     elif page.user_id is not None:
         user = await repo.user(page.user_id)
         if user is not None and user.active:
             person = Paged("user", user.id, user.name, user.email)
     if person is None:
-        return None, "the paged person is inactive"
+        return None, "the paged person is inactive or no longer has access to the tenant"
     return (
         PageMessage(
             tenant_id=page.tenant_id,
@@ -280,13 +354,19 @@ async def page_message(session: AsyncSession, page_id: uuid.UUID) -> tuple[PageM
             repeat=page.repeat,
             person=person,
             paged_at=page.created_at,
+            api_base=api_base,
         ),
         "",
     )
 
 
 async def notify_page(
-    session: AsyncSession, page_id: uuid.UUID, *, settings: Settings | None = None
+    session: AsyncSession,
+    page_id: uuid.UUID,
+    *,
+    settings: Settings | None = None,
+    page: Page | None = None,
+    incident: Incident | None = None,
 ) -> list[Notification]:
     """Notify the paged person through every channel that can reach them.
 
@@ -296,17 +376,35 @@ async def notify_page(
     longer ``triggered`` or whose person is inactive. Returns the page's notifications (new and earlier).
     Raises ``NotFound`` for a page the session cannot see. ``settings``: the job's (``job.settings``);
     without it they are read from the environment."""
+    await queue_page_notifications(session, page_id, settings=settings, page=page, incident=incident)
+    return await NotificationRepository(session).for_page(page_id)
+
+
+async def queue_page_notifications(
+    session: AsyncSession,
+    page_id: uuid.UUID,
+    *,
+    settings: Settings | None = None,
+    page: Page | None = None,
+    incident: Incident | None = None,
+) -> int:
+    """``notify_page`` without reading the notifications back (the escalation engine's path): returns how
+    many channels can reach the person. ``page`` / ``incident``: rows the caller holds already."""
     settings = settings or get_settings()
-    message, why = await page_message(session, page_id)
-    repo = NotificationRepository(session)
+    message, why = await page_message(
+        session, page_id, api_base=settings.issuer, page=page, incident=incident
+    )
     if message is None:
         log.info("page not notified", page_id=str(page_id), reason=why)
-        return await repo.for_page(page_id)
+        return 0
+    repo = NotificationRepository(session)
     now = utcnow()
+    reachable = 0
     for name, channel in CHANNELS.items():
         recipient = await channel.recipient(session, settings, message)
         if recipient is None:
             continue
+        reachable += 1
         notification_id = await repo.add(
             tenant_id=message.tenant_id, page_id=page_id, channel=name, recipient=recipient, now=now
         )
@@ -314,10 +412,9 @@ async def notify_page(
             enqueue(
                 session, SEND_ACTOR, tenant_id=message.tenant_id, notification_id=notification_id, attempt=1
             )
-    notifications = await repo.for_page(page_id)
-    if not notifications:
+    if not reachable:
         log.warning("no channel can reach the paged person", page_id=str(page_id))
-    return notifications
+    return reachable
 
 
 async def send_notification(
@@ -334,7 +431,7 @@ async def send_notification(
     notification = await repo.get(notification_id)
     assert notification is not None
     channel = CHANNELS.get(notification.channel)
-    message, why = await page_message(session, notification.page_id)
+    message, why = await page_message(session, notification.page_id, api_base=settings.issuer)
     if channel is None or message is None:
         reason = f"unknown channel {notification.channel!r}" if channel is None else why
         await repo.record_attempt(

@@ -33,11 +33,18 @@ _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
 # for business use, so refusing anything outside these years keeps the edges simple.
 _MIN_YEAR = 2
 _MAX_YEAR = 9998
+# Names ZoneInfo resolves from the tz database directory that are not IANA zones (the host's own zone and
+# tzdata's internal files): refused as input.
+_NOT_IANA = frozenset({"localtime", "posixrules", "Factory", "leapseconds", "tzdata.zi", "zone.tab"})
 
 
 class FieldErrorDict(TypedDict):
     field: str
     message: str
+
+
+class BeyondHorizon(ValueError):
+    """The business time asked for is not reached within the search horizon."""
 
 
 class CalendarError(ValueError):
@@ -188,7 +195,15 @@ def _window_errors(windows: Mapping[int, WeeklyWindow], *, any_given: bool) -> l
     return errors
 
 
-def _timezone_errors(timezone: str) -> list[FieldErrorDict]:
+def _timezone_errors(timezone: str, *, strict: bool = False) -> list[FieldErrorDict]:
+    if strict and (
+        not timezone
+        or timezone in _NOT_IANA
+        or timezone.startswith(("/", "."))
+        or ".." in timezone
+        or timezone.endswith((".tab", ".zi"))
+    ):
+        return [{"field": "timezone", "message": f"'{timezone}' is not an IANA time zone name"}]
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -398,18 +413,28 @@ class BusinessCalendar:
         """Open time in [a, b); negative when b is before a, like `b - a`."""
         return timedelta(microseconds=self.business_us_between(to_us(a), to_us(b)))
 
-    def add_business_us(self, start: int, amount: int) -> int:
+    def add_business_us(self, start: int, amount: int, *, within: int | None = None) -> int:
+        """`start` plus `amount` of open time. With `within` (microseconds), give up when the answer lies
+        further than that from `start` and raise BeyondHorizon: a calendar open one minute a week must not
+        send a search to the year 9999."""
         if amount < 0:
             raise ValueError("business time to add must not be negative")
         if self._always:
             return start + amount
-        for a, b in self.open_intervals_us(start, None):
+        hi = None if within is None else start + within
+        for a, b in self.open_intervals_us(start, hi):
             if amount == 0:
                 return a
             if b - a >= amount:
                 return a + amount
             amount -= b - a
+        if within is not None:
+            raise BeyondHorizon(f"not reached within {within // DAY_US} days")
         raise AssertionError("unreachable: open intervals are unbounded")  # pragma: no cover
+
+    def open_us_per_week(self) -> int:
+        """Open wall-clock time in a week, holidays and DST shifts aside (the weekly windows' total)."""
+        return sum(end - start for day in self._segments for start, end in day)
 
     def add_business_time(self, start: datetime, duration: timedelta) -> datetime:
         """Earliest instant by which `duration` of open time has passed since `start`.
@@ -433,9 +458,10 @@ def parse_calendar(
     """Build a calendar from API-shaped input, reporting every problem at once.
 
     `windows` items look like {"weekday": 0, "start": "08:00", "end": "17:00"}; holidays are
-    dates or ISO "YYYY-MM-DD" strings (duplicates are fine).
+    dates or ISO "YYYY-MM-DD" strings (duplicates are fine). The time zone must be an IANA name
+    ("localtime" and tzdata's internal files are refused although ZoneInfo can load them).
     """
-    errors = _timezone_errors(timezone)
+    errors = _timezone_errors(timezone, strict=True)
     parsed: dict[int, WeeklyWindow] = {}
     window_list = list(windows)
     for index, raw in enumerate(window_list):
@@ -470,12 +496,17 @@ def parse_calendar(
     errors.extend(_window_errors(parsed, any_given=bool(window_list)))
     holiday_dates: set[date] = set()
     for index, raw_day in enumerate(holidays):
+        day: date | None
         if isinstance(raw_day, date) and not isinstance(raw_day, datetime):
-            holiday_dates.add(raw_day)
-            continue
-        try:
-            holiday_dates.add(date.fromisoformat(str(raw_day)))
-        except ValueError:
+            day = raw_day
+        else:
+            try:
+                day = date.fromisoformat(raw_day) if isinstance(raw_day, str) else None
+            except ValueError:
+                day = None
+        if day is not None and _MIN_YEAR <= day.year <= _MAX_YEAR:
+            holiday_dates.add(day)
+        else:
             errors.append(
                 {"field": f"holidays[{index}]", "message": f"{raw_day!r} is not a date; use YYYY-MM-DD"}
             )

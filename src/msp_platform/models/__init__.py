@@ -35,7 +35,7 @@ from msp_platform.models.oncall import (
 from msp_platform.models.outbox import OutboxMessage
 from msp_platform.models.scheduled_job import ScheduledJob
 from msp_platform.models.site import Site, SiteKind
-from msp_platform.models.sla import IncidentSla, SlaNotice, SlaPolicy
+from msp_platform.models.sla import IncidentSla, SlaCalendar, SlaNotice, SlaPolicy
 from msp_platform.models.staff import StaffGrant, StaffMember, StaffRole
 from msp_platform.models.tenant import Tenant, TenantStatus
 from msp_platform.models.timer import Timer
@@ -80,6 +80,7 @@ __all__ = [
     "SigningKey",
     "Site",
     "SiteKind",
+    "SlaCalendar",
     "SlaNotice",
     "SlaPolicy",
     "StaffGrant",

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -40,9 +41,13 @@ class OncallSchedule(TenantOwned, Base):
     name: Mapped[str] = mapped_column(String(120))
     description: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(String(64))
-    # Set once the gap check passed; escalations only use published schedules.
+    # When the current version passed the gap check and was published; every change clears it.
     published_at: Mapped[datetime | None] = mapped_column()
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # What escalations page from: the last published version, frozen (layers, members, overrides) until the
+    # next publish, so an edit takes effect for paging only once it passed the gap check.
+    published_version: Mapped[int | None] = mapped_column(Integer)
+    published_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class OncallLayer(TenantOwned, Base):
@@ -171,13 +176,42 @@ class Escalation(TenantOwned, Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column()
     acknowledged_by: Mapped[str | None] = mapped_column(String(160))
     resolved_at: Mapped[datetime | None] = mapped_column()
+    # The policy's ladder when the escalation started ({"policy", "repeat_count", "levels": [{"delay_minutes",
+    # "targets": [...]}]}): editing or deactivating the policy never changes a running escalation.
+    ladder: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class Page(_Person, TenantOwned, Base):
     __tablename__ = "pages"
     __audited__: ClassVar[bool] = False  # recorded in the incident's event log
     __table_args__ = (
+        # Superseded by the two partial indexes below: one of staff_id / user_id is always NULL, and NULLs
+        # are distinct in a unique constraint, so it never fires. Kept because SQLite cannot drop it without
+        # rebuilding the table (which the notifications' foreign keys forbid once pages exist).
         UniqueConstraint("tenant_id", "escalation_id", "level", "repeat", "staff_id", "user_id"),
+        # A person is paged once per (escalation, level, repeat).
+        Index(
+            "uq_pages_staff_once",
+            "tenant_id",
+            "escalation_id",
+            "level",
+            "repeat",
+            "staff_id",
+            unique=True,
+            postgresql_where=text("staff_id IS NOT NULL"),
+            sqlite_where=text("staff_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_pages_user_once",
+            "tenant_id",
+            "escalation_id",
+            "level",
+            "repeat",
+            "user_id",
+            unique=True,
+            postgresql_where=text("user_id IS NOT NULL"),
+            sqlite_where=text("user_id IS NOT NULL"),
+        ),
         CheckConstraint(ONE_PERSON, name="one_person"),
         Index("ix_pages_tenant_incident", "tenant_id", "incident_id"),
         tenant_fk("escalation_id", "escalations"),

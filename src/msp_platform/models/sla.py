@@ -33,16 +33,37 @@ class SlaPolicy(TenantOwned, Base):
     created_by: Mapped[str | None] = mapped_column(String(160))
 
 
+class SlaCalendar(TenantOwned, Base):
+    """An effective business calendar an incident's clocks run on, stored once per distinct content: the
+    calendar is pinned to the incident when its SLA starts, so editing the tenant's business hours later
+    changes no running incident unless a recalculation is asked for."""
+
+    __tablename__ = "sla_calendars"
+    __audited__: ClassVar[bool] = False
+    __table_args__ = (UniqueConstraint("tenant_id", "digest"),)
+
+    # sha256 of the canonical JSON of ``definition``
+    digest: Mapped[str] = mapped_column(String(64))
+    # {"source": "24x7" | "custom" | "business_hours", "timezone": ..., "hours": [...], "holidays": [dates]}
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
 class IncidentSla(TenantOwned, Base):
     """The latest computed state of one incident's target (response, resolution, update cadence): what the
-    reports aggregate in SQL. Recomputed from the event log on every incident event and timer."""
+    reports aggregate in SQL. Recomputed from the event log on every incident event and timer.
+
+    For ``target == "update"`` the row is the update cadence: ``due_at`` is when the next public update is
+    due, ``breached_at`` the first missed update, ``elapsed_seconds`` the counted time of the current cycle."""
 
     __tablename__ = "incident_slas"
     __audited__: ClassVar[bool] = False
     __table_args__ = (
         UniqueConstraint("tenant_id", "incident_id", "target"),
         Index("ix_incident_slas_tenant_status", "tenant_id", "status"),
+        # The SLA compliance report selects a period's rows by the incident's opening time.
+        Index("ix_incident_slas_tenant_opened", "tenant_id", "opened_at"),
         tenant_fk("incident_id", "incidents"),
+        tenant_fk("calendar_id", "sla_calendars"),
     )
 
     incident_id: Mapped[uuid.UUID] = mapped_column()
@@ -57,15 +78,23 @@ class IncidentSla(TenantOwned, Base):
     elapsed_seconds: Mapped[int] = mapped_column(BigInteger)
     paused_seconds: Mapped[int] = mapped_column(BigInteger)
     computed_at: Mapped[datetime] = mapped_column()
+    # The calendar pinned when the incident's SLA started (the same on every row of the incident).
+    calendar_id: Mapped[uuid.UUID | None] = mapped_column()
+    # The incident's opening time (copied: reports select a period's rows without scanning the tenant's).
+    opened_at: Mapped[datetime] = mapped_column()
 
 
 class SlaNotice(TenantOwned, Base):
-    """A warning threshold or breach that was announced: stored once, so it is emitted once."""
+    """A warning threshold or breach that was passed, stored once per (incident, target, threshold, cycle)
+    whatever the policy version or priority, so it is emitted at most once. ``outcome``: ``announced``
+    (an event was emitted; ``late`` when more than the late-notice window after it happened),
+    ``superseded`` (a late warning overtaken by a later threshold: not emitted) or ``historical``
+    (passed before the platform tracked the clock live, e.g. imported or recalculated history)."""
 
     __tablename__ = "sla_notices"
     __audited__: ClassVar[bool] = False
     __table_args__ = (
-        UniqueConstraint("tenant_id", "incident_id", "target", "threshold", "policy_version"),
+        UniqueConstraint("tenant_id", "incident_id", "target", "threshold", "cycle"),
         tenant_fk("incident_id", "incidents"),
     )
 
@@ -77,3 +106,6 @@ class SlaNotice(TenantOwned, Base):
     due_at: Mapped[datetime] = mapped_column()
     emitted_at: Mapped[datetime] = mapped_column()
     event_id: Mapped[uuid.UUID | None] = mapped_column()
+    # Update cadence: the cycle (0 before the first public update, n after the n-th); 0 for other targets.
+    cycle: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    outcome: Mapped[str] = mapped_column(String(12), default="announced", server_default="announced")

@@ -17,6 +17,9 @@ class Timer(TenantOwned, Base):
     The row is the truth. A delayed broker message makes it fire on time; a periodic sweep fires whatever is
     overdue (broker restarted, worker killed); firing claims the row with a compare-and-set on ``fired_at``,
     so each timer fires exactly once however many messages or workers race for it.
+
+    ``lease_until``: until then a message for this timer is on its way (the delayed message, a sweep's
+    re-queue, or a retry after a failure), so the sweep leaves the timer alone; NULL means no lease.
     """
 
     __tablename__ = "timers"
@@ -24,10 +27,11 @@ class Timer(TenantOwned, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "kind", "subject_id", "key"),
         Index("ix_timers_tenant_subject", "tenant_id", "subject_id"),
-        # The sweep's index: only timers still waiting, by due time.
+        # The sweep's index: only timers still waiting, by due time (and lease, checked in the index).
         Index(
             "ix_timers_pending_due",
             "due_at",
+            "lease_until",
             postgresql_where=text("fired_at IS NULL AND cancelled_at IS NULL"),
             sqlite_where=text("fired_at IS NULL AND cancelled_at IS NULL"),
         ),
@@ -42,3 +46,4 @@ class Timer(TenantOwned, Base):
     cancelled_at: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[datetime | None] = mapped_column()

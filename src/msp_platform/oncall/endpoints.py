@@ -16,6 +16,7 @@ from msp_platform.auth.scopes import Scope
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
 from msp_platform.kit.errors import FieldError, ValidationFailed
 from msp_platform.kit.pagination import Cursor, Limit, Page
+from msp_platform.kit.params import require_aware
 from msp_platform.kit.patch import sent_fields
 from msp_platform.kit.time import utcnow
 from msp_platform.kit.uow import provide_db_session
@@ -71,6 +72,7 @@ def schedule_out(view: service.ScheduleView) -> ScheduleOut:
         timezone=s.timezone,
         version=s.version,
         published_at=s.published_at,
+        published_version=s.published_version,
         layers=[
             LayerOut(
                 id=layer.id,
@@ -280,6 +282,7 @@ class OncallScheduleController(Controller):
         from_: From = None,
         to: To = None,
     ) -> FinalScheduleOut:
+        require_aware(**{"from": from_, "to": to})
         schedule = await service.get_schedule(session, schedule_id)
         start = from_ or utcnow()
         end = to or start + service.DEFAULT_WINDOW
@@ -302,6 +305,7 @@ class OncallScheduleController(Controller):
         schedule_id: FromPath[uuid.UUID],
         at: FromQuery[datetime | None] = None,
     ) -> OnCallOut:
+        require_aware(at=at)
         schedule = await service.get_schedule(session, schedule_id)
         when = at or utcnow()
         shifts = await service.on_call(session, schedule, when)
@@ -327,8 +331,10 @@ class OncallScheduleController(Controller):
         weeks: Weeks = service.DEFAULT_PUBLISH_WEEKS,
         from_: From = None,
     ) -> GapsOut:
+        require_aware(**{"from": from_})
         schedule = await service.get_schedule(session, schedule_id)
         report = await service.coverage_gaps(session, schedule, weeks=weeks, start=from_)
+        names = await service.person_names(session, list(report.unreachable))
         return GapsOut(
             schedule_id=schedule.id,
             version=schedule.version,
@@ -338,6 +344,7 @@ class OncallScheduleController(Controller):
             covered=not report.gaps,
             total_gap_hours=round(sum(service.gap_hours(g) for g in report.gaps), 2),
             gaps=[GapOut(start_at=g.start, end_at=g.end, hours=service.gap_hours(g)) for g in report.gaps],
+            unreachable=[person_out(p, names) for p in report.unreachable],
         )
 
     @post(
@@ -400,6 +407,7 @@ class OncallScheduleController(Controller):
         staff_id: FromQuery[uuid.UUID | None] = None,
         user_id: FromQuery[uuid.UUID | None] = None,
     ) -> Page[OverrideOut]:
+        require_aware(**{"from": from_, "to": to})
         schedule = await service.get_schedule(session, schedule_id)
         rows, next_cursor = await OncallRepository(session).page_overrides(
             schedule.id,

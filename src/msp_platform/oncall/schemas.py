@@ -129,6 +129,9 @@ class ScheduleOut(msgspec.Struct, kw_only=True):
     version: int
     # Set by POST .../publish once the gap check passed; every change clears it.
     published_at: datetime | None
+    # The version escalations page from (frozen at its publish); null: never published. Edits made since
+    # (``version`` > ``published_version``) page only once published again.
+    published_version: int | None
     layers: list[LayerOut]
     created_at: datetime
     updated_at: datetime
@@ -188,6 +191,9 @@ class GapsOut(msgspec.Struct, kw_only=True):
     covered: bool
     total_gap_hours: float
     gaps: list[GapOut]
+    # People with shifts in the window who cannot be paged (deactivated, or no longer granted the tenant):
+    # their shifts are counted as gaps.
+    unreachable: list[PersonOut] = msgspec.field(default_factory=list)
 
 
 class FeedTokenOut(msgspec.Struct, kw_only=True):

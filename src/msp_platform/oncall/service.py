@@ -3,6 +3,10 @@ publishing, calendar feed tokens, and ``on_call_now`` for the escalation engine.
 
 Every change to a schedule (its fields, its layer set, its overrides) bumps ``version`` and clears
 ``published_at``: a changed schedule must pass the gap check again (``publish``) before it is published.
+Escalations page from the published version only: ``publish`` freezes the layers, their members and the
+overrides still to come (``published_snapshot``), and edits take effect for paging at the next publish.
+The gap check counts a shift of someone who cannot be paged (a deactivated user, staff whose access to the
+tenant ended) as a gap, so such a schedule does not publish.
 
 People are staff members granted the tenant (``authz.service.staff_tenants``) or users of the tenant; the
 schedule engine (``oncall.schedule``) sees them as opaque keys ``staff:<uuid>`` / ``user:<uuid>``.
@@ -17,7 +21,7 @@ import hmac
 import re
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
@@ -31,6 +35,7 @@ from msp_platform.authz.service import staff_with_access, system_tenant_context
 from msp_platform.db.session import set_tenant_context
 from msp_platform.kit.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed, problem_type
 from msp_platform.kit.ids import new_id
+from msp_platform.kit.params import EARLIEST, LATEST
 from msp_platform.kit.patch import assign
 from msp_platform.kit.time import utcnow
 from msp_platform.kit.validation import raise_if, text_errors, timezone_errors
@@ -48,7 +53,6 @@ from msp_platform.oncall.schedule import (
     Shift,
     TurnLength,
     compute_schedule,
-    find_gaps,
     on_call_at,
     validate_layers,
     validate_overrides,
@@ -180,6 +184,15 @@ def _api_field(engine_field: str) -> str:
     return mapped.replace(".start_time", ".start").replace(".end_time", ".end")
 
 
+def _bounds_errors(values: Sequence[tuple[str, datetime | None]]) -> list[FieldError]:
+    """Stored instants stay within 1900..9000, so every computation around them stays in range."""
+    return [
+        FieldError(name, "must lie between the years 1900 and 9000")
+        for name, value in values
+        if value is not None and value.utcoffset() is not None and not EARLIEST <= value <= LATEST
+    ]
+
+
 def _schedule_errors(exc: ScheduleError) -> list[FieldError]:
     return [FieldError(_api_field(e["field"]), e["message"]) for e in exc.errors]
 
@@ -231,6 +244,7 @@ def _plan_layers(
         for j, ref in enumerate(data.participants):
             refs.append((f"{p}.participants[{j}]", ref))
             keys.append(_ref_key(ref) or f"invalid:{j}")
+        errors += _bounds_errors([(f"{p}.start_at", data.start_at), (f"{p}.end_at", data.end_at)])
         count, unit = data.turn_length.count, data.turn_length.unit
         if unit in MAX_TURN and isinstance(count, int) and count > MAX_TURN[unit]:
             errors.append(FieldError(f"{p}.turn_length.count", f"at most {MAX_TURN[unit]} {unit} (a year)"))
@@ -469,6 +483,9 @@ async def add_override(
         if value.utcoffset() is None:
             errors.append(FieldError(name, "must be a date and time with a UTC offset (e.g. ...Z)"))
             times_ok = False
+    bounds = _bounds_errors([("start_at", data.start_at), ("end_at", data.end_at)]) if times_ok else []
+    errors += bounds
+    times_ok = times_ok and not bounds
     if times_ok and data.end_at <= data.start_at:
         errors.append(FieldError("end_at", "must be after start_at"))
         times_ok = False
@@ -675,6 +692,8 @@ class GapReport:
     end: datetime
     weeks: int
     gaps: tuple[Gap, ...]
+    # People with shifts in the window who cannot be paged (their shifts are among the gaps).
+    unreachable: tuple[OnCallPerson, ...] = ()
 
 
 def _check_weeks(weeks: int, name: str = "weeks") -> None:
@@ -684,20 +703,62 @@ def _check_weeks(weeks: int, name: str = "weeks") -> None:
         )
 
 
+async def unreachable_people(session: AsyncSession, tenant_id: uuid.UUID, keys: Iterable[str]) -> set[str]:
+    """Which of these people cannot be paged for the tenant now: users deactivated (or not of the tenant),
+    staff deactivated or no longer granted the tenant."""
+    people = [OnCallPerson.from_key(k) for k in set(keys)]
+    repo = OncallRepository(session)
+    users = await repo.users(p.user_id for p in people if p.user_id is not None)
+    granted = await staff_with_access(session, tenant_id) if any(p.staff_id for p in people) else frozenset()
+    bad: set[str] = set()
+    for person in people:
+        if person.user_id is not None:
+            user = users.get(person.user_id)
+            if user is None or not user.active or user.tenant_id != tenant_id:
+                bad.add(person.key)
+        elif person.staff_id not in granted:
+            bad.add(person.key)
+    return bad
+
+
+def _gaps(shifts: Sequence[Shift], start: datetime, end: datetime, skip: set[str]) -> tuple[Gap, ...]:
+    """Periods of ``[start, end)`` covered by no shift of a person outside ``skip``."""
+    gaps: list[Gap] = []
+    cursor = start
+    for shift in shifts:
+        if shift.person in skip:
+            continue
+        if shift.start > cursor:
+            gaps.append(Gap(cursor, shift.start))
+        cursor = max(cursor, shift.end)
+    if cursor < end:
+        gaps.append(Gap(cursor, end))
+    return tuple(gaps)
+
+
 async def coverage_gaps(
     session: AsyncSession, schedule: OncallSchedule, *, weeks: int, start: datetime | None = None
 ) -> GapReport:
-    """Periods with nobody on call from ``start`` (default now) over the next ``weeks`` weeks."""
+    """Periods with nobody who can be paged on call from ``start`` (default now) over the next ``weeks``
+    weeks. A shift of someone without access (deactivated, grant revoked) counts as a gap."""
     _check_weeks(weeks)
     begin = start or utcnow()
     raise_if(_window_errors(begin, begin, ("from", "from")), "The time is invalid.")
     end = begin + timedelta(weeks=weeks)
     defn = await _definition(session, schedule, begin, end)
     try:
-        gaps = find_gaps(defn.layers, defn.overrides, begin, end)
+        computed = compute_schedule(defn.layers, defn.overrides, begin, end)
     except ScheduleError as exc:
         raise _compute_failed(exc) from exc
-    return GapReport(begin.astimezone(UTC), end.astimezone(UTC), weeks, gaps)
+    bad = await unreachable_people(session, schedule.tenant_id, (s.person for s in computed.shifts))
+    gaps = _gaps(computed.shifts, computed.start, computed.end, bad)
+    return GapReport(
+        begin.astimezone(UTC),
+        end.astimezone(UTC),
+        weeks,
+        gaps,
+        tuple(OnCallPerson.from_key(k) for k in sorted(bad)),
+    )
 
 
 def gap_hours(gap: Gap) -> float:
@@ -707,26 +768,148 @@ def gap_hours(gap: Gap) -> float:
 async def publish(
     session: AsyncSession, schedule: OncallSchedule, *, weeks: int = DEFAULT_PUBLISH_WEEKS
 ) -> None:
-    """Publish once nobody-on-call never happens in the next ``weeks`` weeks; otherwise a 409 listing gaps."""
+    """Publish once nobody-on-call never happens in the next ``weeks`` weeks; otherwise a 409 listing gaps.
+    Publishing freezes this version for paging (``published_snapshot``)."""
     report = await coverage_gaps(session, schedule, weeks=weeks)
     if report.gaps:
         total = round(sum(gap_hours(g) for g in report.gaps), 2)
         first = report.gaps[0]
+        names = await person_names(session, list(report.unreachable))
+        who = ", ".join(names.get(p.key) or p.key for p in report.unreachable)
+        cannot = (
+            f" Their shifts count as gaps: {who} cannot be paged (deactivated, or no longer granted the "
+            "tenant); replace them or cover their shifts."
+            if report.unreachable
+            else ""
+        )
         raise CoverageGaps(
             f"Schedule {schedule.name!r} has {len(report.gaps)} gap(s) in the next {weeks} week(s), "
             f"{total} hour(s) in all with nobody on call; the first is {_fmt(first.start)} to "
-            f"{_fmt(first.end)}. It stays unpublished.",
+            f"{_fmt(first.end)}. It stays unpublished.{cannot}",
             extra={
                 "weeks": weeks,
                 "window_start": report.start,
                 "window_end": report.end,
                 "total_gap_hours": total,
                 "gaps": [{"start_at": g.start, "end_at": g.end, "hours": gap_hours(g)} for g in report.gaps],
+                "unreachable": [
+                    {"staff_id": p.staff_id, "user_id": p.user_id, "name": names.get(p.key)}
+                    for p in report.unreachable
+                ],
             },
         )
-    schedule.published_at = utcnow()
+    now = utcnow()
+    schedule.published_at = now
+    schedule.published_version = schedule.version
+    schedule.published_snapshot = await _snapshot(session, schedule, now)
     label(session, schedule, "published")
     await session.flush()
+
+
+# --------------------------------------------------------------------------------------------------------
+# What escalations page from: the published version
+
+
+async def _snapshot(session: AsyncSession, schedule: OncallSchedule, now: datetime) -> dict[str, Any]:
+    """The schedule as published: its layers with their members, and the overrides not yet over."""
+    repo = OncallRepository(session)
+    layers = await repo.layers([schedule.id])
+    members: dict[uuid.UUID, list[OncallLayerMember]] = {}
+    for m in await repo.members([layer.id for layer in layers]):
+        members.setdefault(m.layer_id, []).append(m)
+    overrides = await repo.overrides_between(schedule.id, now, None)
+    return {
+        "version": schedule.version,
+        "published_at": now.isoformat(),
+        "layers": [
+            {
+                "id": str(row.id),
+                "name": row.name,
+                "start_at": row.start_at.isoformat(),
+                "end_at": row.end_at.isoformat() if row.end_at else None,
+                "turn_count": row.turn_count,
+                "turn_unit": row.turn_unit,
+                "timezone": row.timezone,
+                "restrictions": list(row.restrictions or []),
+                "participants": [OnCallPerson.of(m).key for m in members.get(row.id, [])],
+            }
+            for row in layers
+        ],
+        "overrides": [
+            {
+                "id": str(o.id),
+                "person": OnCallPerson.of(o).key,
+                "start_at": o.start_at.isoformat(),
+                "end_at": o.end_at.isoformat(),
+            }
+            for o in overrides
+        ],
+    }
+
+
+def _engine_input(
+    snapshot: dict[str, Any], start: datetime, end: datetime
+) -> tuple[list[Layer], list[Override]]:
+    layers = [
+        Layer(
+            name=raw["name"],
+            participants=tuple(raw["participants"]),
+            start=datetime.fromisoformat(raw["start_at"]),
+            turn_length=TurnLength(int(raw["turn_count"]), raw["turn_unit"]),
+            timezone=raw["timezone"],
+            restrictions=tuple(restriction_from_json(r) for r in raw.get("restrictions") or []),
+            end=datetime.fromisoformat(raw["end_at"]) if raw.get("end_at") else None,
+        )
+        for raw in snapshot.get("layers", [])
+    ]
+    overrides = [
+        Override(
+            raw["person"], datetime.fromisoformat(raw["start_at"]), datetime.fromisoformat(raw["end_at"])
+        )
+        for raw in snapshot.get("overrides", [])
+        if datetime.fromisoformat(raw["end_at"]) > start and datetime.fromisoformat(raw["start_at"]) < end
+    ]
+    return layers, overrides
+
+
+@dataclass(frozen=True, slots=True)
+class PagingAnswer:
+    """Who a schedule target pages at an instant, from the schedule's published version."""
+
+    people: list[OnCallPerson]
+    schedule_name: str
+    version: int | None
+    # Why nobody, when ``people`` is empty.
+    reason: str | None = None
+
+
+async def paging_on_call(session: AsyncSession, schedule_id: uuid.UUID, at: datetime) -> PagingAnswer:
+    """For the escalation engine: who is on call at ``at`` in the *published* version of the schedule
+    (unpublished edits do not page). Never raises for a missing, unpublished or empty schedule: the answer
+    says why nobody is on call. ``session`` must be bound to the schedule's tenant."""
+    schedule = await OncallRepository(session).get(schedule_id)
+    if schedule is None:
+        return PagingAnswer([], str(schedule_id), None, "the schedule was deleted")
+    name = schedule.name
+    horizon_start, horizon_end = at - _ON_CALL_HORIZON, at + _ON_CALL_HORIZON
+    if schedule.published_snapshot is not None:
+        layers, overrides = _engine_input(schedule.published_snapshot, horizon_start, horizon_end)
+        version = schedule.published_version
+    elif schedule.published_at is not None:
+        # Published before published versions were frozen: the current definition is the published one.
+        defn = await _definition(session, schedule, horizon_start, horizon_end)
+        layers, overrides, version = defn.layers, defn.overrides, schedule.version
+    else:
+        return PagingAnswer([], name, None, f"schedule {name!r} has never been published")
+    try:
+        shift = on_call_at(layers, overrides, at, horizon=_ON_CALL_HORIZON)
+    except (ScheduleError, OverflowError, ValueError) as exc:
+        return PagingAnswer([], name, version, f"schedule {name!r} cannot be computed: {exc}"[:300])
+    if shift is None:
+        return PagingAnswer(
+            [], name, version, f"nobody is on call in schedule {name!r} (version {version}) at {_fmt(at)}"
+        )
+    return PagingAnswer([OnCallPerson.from_key(shift.person)], name, version)
 
 
 # --------------------------------------------------------------------------------------------------------

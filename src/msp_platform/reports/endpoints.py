@@ -56,15 +56,17 @@ and site (incidents without a site form a group with null site fields). `group` 
 Priority rows 1-5 come with a total row whose `priority` is null.
 
 **Format**: JSON by default; CSV with `format=csv` or `Accept: text/csv` (`format` wins). CSV has one line per
-row, the group's columns first.
+row, the group's columns first; a text cell that starts with `=`, `+`, `-`, `@`, tab or carriage return is
+prefixed with `'` so that spreadsheets never run it as a formula.
 """
 
 SLA_DESCRIPTION = (
     COMMON
     + """
-**SLA compliance per priority and target** (`response`, `resolution`), over the incidents **opened** in the
-period (cancelled ones excluded). `met` and `breached` as the SLA engine stored them; a running clock past
-its due time counts as breached. `pending`: still running or paused. `compliance_percent` = met / (met +
+**SLA compliance per priority and target** (`response`, `resolution`, and `update`: the public update
+cadence, met when no update was missed, breached when one was), over the incidents **opened** in the period
+(cancelled ones excluded). `met` and `breached` as the SLA engine stored them; a running clock past its due
+time counts as breached. `pending`: still running or paused. `compliance_percent` = met / (met +
 breached), null when nothing is decided yet. Incidents opened without an SLA policy are not measured.
 """
 )
@@ -183,7 +185,7 @@ def _report_route(summary: str, description: str) -> dict[str, Any]:
         "responses": {
             422: ResponseSpec(
                 data_container=ProblemDetails,
-                description="Invalid period (not ISO 8601, to <= from, too long) or option.",
+                description="Invalid period (not ISO 8601, outside 1900..9000, to <= from, too long) or option.",
                 media_type="application/problem+json",
             )
         },

@@ -53,7 +53,7 @@ class GroupKey(msgspec.Struct, kw_only=True):
 class SlaComplianceRow(msgspec.Struct, kw_only=True):
     group: GroupKey | None
     priority: int | None
-    target: Literal["response", "resolution"]
+    target: Literal["response", "resolution", "update"]
     measured: int
     met: int
     breached: int

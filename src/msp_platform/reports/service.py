@@ -5,8 +5,8 @@ Which incidents count (also in the endpoints' OpenAPI description):
 
 - **Volume**: incidents *opened* in the period, every state (cancelled ones and merged duplicates are
   counted, and shown separately as ``cancelled``).
-- **SLA compliance**: the response and resolution targets of incidents *opened* in the period, cancelled
-  ones excluded. ``met`` / ``breached`` as stored by the SLA engine; a running clock already past its due
+- **SLA compliance**: the response, resolution and update-cadence targets of incidents *opened* in the
+  period, cancelled ones excluded (``update``: met when no public update was missed, breached when one was). ``met`` / ``breached`` as stored by the SLA engine; a running clock already past its due
   time counts as breached; ``pending`` are clocks still running or paused. Compliance = met / (met +
   breached), pending excluded; null when nothing was decided.
 - **MTTA**: mean (and p50/p90) of ``first_response_at - opened_at`` over incidents *opened* in the period
@@ -44,6 +44,7 @@ from msp_platform.authz.service import staff_tenants
 from msp_platform.authz.types import AccessibleTenantId, TenantContext
 from msp_platform.db.session import set_tenant_context
 from msp_platform.kit.errors import FieldError, NotFound, ValidationFailed
+from msp_platform.kit.params import EARLIEST, LATEST
 from msp_platform.kit.time import utcnow
 from msp_platform.models.incident import Channel
 from msp_platform.models.site import Site
@@ -96,22 +97,26 @@ def _zone(name: str | None) -> ZoneInfo:
 
 
 def parse_instant(raw: str, zone: ZoneInfo) -> datetime | None:
-    """ISO 8601: an instant with an offset (or Z) as given; a date, or a time without offset, in ``zone``."""
+    """ISO 8601: an instant with an offset (or Z) as given; a date, or a time without offset, in ``zone``.
+    None when it is not one, or lies outside the years 1900..9000 (kit.params)."""
     text = raw.strip()
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=zone).astimezone(UTC)
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+            parsed = datetime.combine(date.fromisoformat(text), time(0), tzinfo=zone)
+        else:
+            parsed = datetime.fromisoformat(text)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=zone)
+        if not EARLIEST <= parsed <= LATEST:
+            return None
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(UTC)
 
 
 def parse_period(raw_from: str | None, raw_to: str | None, zone: ZoneInfo) -> tuple[datetime, datetime]:
     errors: list[FieldError] = []
-    expected = "an ISO 8601 date (2025-01-31) or date-time (2025-01-31T00:00:00Z)"
+    expected = "an ISO 8601 date (2025-01-31) or date-time (2025-01-31T00:00:00Z) between 1900 and 9000"
     bounds: dict[str, datetime | None] = {}
     for name, raw in (("from", raw_from), ("to", raw_to)):
         bounds[name] = None if raw is None else parse_instant(raw, zone)
@@ -316,7 +321,7 @@ def _sla_row(
     return SlaComplianceRow(
         group=key,
         priority=priority,
-        target="response" if target == "response" else "resolution",
+        target="response" if target == "response" else "update" if target == "update" else "resolution",
         measured=measured,
         met=met,
         breached=breached,
@@ -606,12 +611,22 @@ SECTION_DIMENSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A text cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return repr(value)
-    return str(value)
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    # Text (a category, a site name) is data, never a formula: prefix it with a quote, as OWASP advises.
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _flat(row: msgspec.Struct, group_by: GroupBy) -> dict[str, Any]:

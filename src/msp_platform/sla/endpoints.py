@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
 from litestar import Controller, get, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from msp_platform.auth.guards import protected
 from msp_platform.auth.scopes import Role, Scope
 from msp_platform.incidents.endpoints import load
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
-from msp_platform.kit.errors import NotFound
+from msp_platform.kit.errors import FieldError, NotFound, ValidationFailed
+from msp_platform.kit.params import require_aware
+from msp_platform.kit.time import utcnow
 from msp_platform.models.sla import SlaPolicy
 from msp_platform.sla import service
-from msp_platform.sla.clock import ClockResult
+from msp_platform.sla.clock import ClockResult, UpdateCadence
 from msp_platform.sla.repository import SlaRepository
 from msp_platform.sla.schemas import (
     ClockOut,
@@ -21,10 +30,12 @@ from msp_platform.sla.schemas import (
     OutcomeOut,
     PolicyIn,
     PolicyOut,
+    PriorityPeriodOut,
     RecalcChange,
     RecalculateIn,
     RecalculateOut,
     SegmentOut,
+    UpdateCadenceOut,
     WarningOut,
 )
 
@@ -46,7 +57,7 @@ def policy_out(p: SlaPolicy) -> PolicyOut:
     )
 
 
-def clock_out(c: ClockResult) -> ClockOut:
+def clock_out(c: ClockResult, priorities: Any = ()) -> ClockOut:
     return ClockOut(
         target=c.target,
         duration_seconds=int(c.duration.total_seconds()),
@@ -71,12 +82,63 @@ def clock_out(c: ClockResult) -> ClockOut:
             )
             for s in c.segments
         ],
-        explanation=service.explain(c),
+        explanation=service.explain(c, priorities),
     )
 
 
-def _outcome(c: ClockResult | None) -> OutcomeOut | None:
-    return OutcomeOut(status=c.status, due_at=c.due_at, breached_at=c.breached_at) if c else None
+def update_out(u: UpdateCadence) -> UpdateCadenceOut:
+    current = u.current
+    return UpdateCadenceOut(
+        cadence_seconds=int(current.clock.duration.total_seconds()),
+        status=u.status,
+        next_update_due_at=u.next_due_at,
+        cycle=current.number,
+        cycle_started_at=current.started_at,
+        elapsed_seconds=int(current.clock.elapsed.total_seconds()),
+        remaining_seconds=int(current.clock.remaining.total_seconds()),
+        warnings=[
+            WarningOut(percent=w.percent, reached_at=w.reached_at, due_at=w.due_at)
+            for w in current.clock.warnings
+        ],
+        missed=[MissedUpdateOut(due_at=m.due_at, late_until=m.late_until, cycle=m.cycle) for m in u.missed],
+    )
+
+
+def _outcome(c: dict[str, Any] | None) -> OutcomeOut | None:
+    if c is None:
+        return None
+    return OutcomeOut(
+        status=c["status"], due_at=c["due_at"], breached_at=c["breached_at"], stopped_at=c["stopped_at"]
+    )
+
+
+def encode_cursor(after: tuple[datetime, uuid.UUID]) -> str:
+    raw = msgspec.json.encode(["sla.recalculate", after[0].isoformat(), str(after[1])])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        scope, at, ident = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        when = datetime.fromisoformat(at)
+        if scope != "sla.recalculate" or when.tzinfo is None:
+            raise ValueError("cursor")
+        return when, uuid.UUID(ident)
+    except (ValueError, TypeError, binascii.Error, msgspec.DecodeError) as exc:
+        raise ValidationFailed(
+            "The cursor is not valid.", errors=[FieldError("cursor", "use next_cursor of the previous page")]
+        ) from exc
+
+
+AsOf = Annotated[
+    datetime | None,
+    QueryParameter(
+        name="as_of",
+        description="Evaluate as of this past instant (ISO 8601 with offset); default now. Events after it are "
+        "ignored, so the result is what the clocks showed then (under the incident's policy version and pinned "
+        "calendar).",
+    ),
+]
 
 
 class SlaController(Controller):
@@ -99,28 +161,37 @@ class SlaController(Controller):
     async def publish(
         self, session: Session, principal: Caller, tenant_id: TenantId, data: JSONBody[PolicyIn]
     ) -> PolicyOut:
-        return policy_out(await service.publish_policy(session, principal, data))
+        return policy_out(await service.publish_policy(session, principal, data, tenant_id))
 
     @post(
         "/sla/recalculate",
-        summary="Recompute incidents opened in a period under a policy version; returns the outcome diff and "
-        "applies it only with apply=true",
+        summary="Recompute incidents opened in a period under a policy version; returns the outcome diff (status, "
+        "due and breach times per target) a page at a time, and applies it only with apply=true",
+        description="Each call examines at most `limit` incidents (default 500, at most 2000) in (opened_at, id) "
+        "order; `next_cursor` asks for the next page. `after` is the outcome under `policy_version` and the "
+        "calendar in force now; `before` under the incident's own version and pinned calendar. With `apply`, the "
+        "page's incidents move to `policy_version`, their calendar is re-pinned and their stored results are "
+        "refreshed (also when the version is unchanged); warnings and breaches newly passed on clocks still "
+        "running are announced, those of finished incidents are recorded as history.",
         status_code=200,
         **ADMIN,
     )
     async def recalculate(
         self, session: Session, tenant_id: TenantId, data: JSONBody[RecalculateIn]
     ) -> RecalculateOut:
-        examined, rows = await service.recalculate(
+        require_aware(opened_from=data.opened_from, opened_to=data.opened_to)
+        result = await service.recalculate(
             session,
             opened_from=data.opened_from,
             opened_to=data.opened_to,
             version=data.policy_version,
             apply=data.apply,
+            limit=data.limit,
+            after=decode_cursor(data.cursor) if data.cursor else None,
         )
         return RecalculateOut(
-            examined=examined,
-            changed=len(rows),
+            examined=result.examined,
+            changed=len(result.rows),
             applied=data.apply,
             policy_version=data.policy_version,
             changes=[
@@ -128,12 +199,13 @@ class SlaController(Controller):
                     incident_id=r.incident.id,
                     key=r.incident.key,
                     target=r.target,
-                    policy_version_before=None if data.apply else r.incident.sla_policy_version,
+                    policy_version_before=r.version_before,
                     before=_outcome(r.before),
                     after=_outcome(r.after),
                 )
-                for r in rows
+                for r in result.rows
             ],
+            next_cursor=encode_cursor(result.next_after) if result.next_after else None,
         )
 
     @get(
@@ -142,10 +214,16 @@ class SlaController(Controller):
         **protected(Scope.incidents_read),
     )
     async def incident_sla(
-        self, session: Session, principal: Caller, ctx: Ctx, ref: FromPath[str]
+        self, session: Session, principal: Caller, ctx: Ctx, ref: FromPath[str], as_of: AsOf = None
     ) -> IncidentSlaOut:
+        require_aware(as_of=as_of)
+        if as_of is not None and as_of > utcnow():
+            raise ValidationFailed(
+                "as_of is in the future.", errors=[FieldError("as_of", "must not be in the future")]
+            )
         incident = await load(session, principal, ref)
-        evaluation = await service.evaluate(session, incident)
+        evaluation = await service.evaluate(session, incident, as_of=as_of)
+        priorities = evaluation.priorities
         return IncidentSlaOut(
             incident_id=incident.id,
             key=incident.key,
@@ -153,9 +231,17 @@ class SlaController(Controller):
             policy_version=evaluation.policy.version if evaluation.policy else None,
             calendar=evaluation.calendar_description,
             as_of=evaluation.as_of,
-            clocks=[clock_out(c) for c in evaluation.clocks],
+            clocks=[clock_out(c, priorities) for c in evaluation.clocks],
             update_cadence_minutes=evaluation.update_minutes,
             missed_updates=[
-                MissedUpdateOut(due_at=m.due_at, late_until=m.late_until) for m in evaluation.missed_updates
+                MissedUpdateOut(due_at=m.due_at, late_until=m.late_until, cycle=m.cycle)
+                for m in evaluation.missed_updates
             ],
+            next_update_due_at=evaluation.next_update_due_at,
+            update_cadence=update_out(evaluation.update) if evaluation.update else None,
+            calendar_definition=evaluation.calendar,
+            priority_history=[
+                PriorityPeriodOut(since=at, priority=p) for at, p in priorities if at <= evaluation.as_of
+            ],
+            rules=list(service.RULES) if evaluation.policy else [],
         )

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,20 +19,31 @@ class TargetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     update_minutes: Minutes | None = None
 
 
+class HolidayIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    date: date
+    name: Annotated[str, msgspec.Meta(max_length=120)] = ""
+
+
 class CustomCalendar(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    timezone: str
-    hours: list[dict[str, Any]]
-    holidays: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    timezone: Annotated[str, msgspec.Meta(max_length=64, description="IANA time zone, e.g. America/Chicago")]
+    # {"weekday": 0-6 (Monday 0), "start": "HH:MM", "end": "HH:MM"}; no hours: open around the clock, except
+    # the holidays (whole local days).
+    hours: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=70)]
+    holidays: Annotated[list[HolidayIn | str], msgspec.Meta(max_length=1000)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class PolicyIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]  # not blank
     calendar: Literal["business_hours", "24x7", "custom"] = "business_hours"
     custom_calendar: CustomCalendar | None = None
     pause_states: list[IncidentState] = msgspec.field(default_factory=lambda: [IncidentState.on_hold])
     # Only these on-hold reasons pause (e.g. awaiting_caller); omitted: every on-hold pauses.
     pause_hold_reasons: list[HoldReason] | None = None
-    warning_percents: list[int] = msgspec.field(default_factory=lambda: [50, 75, 90])
+    warning_percents: Annotated[list[int], msgspec.Meta(max_length=20)] = msgspec.field(
+        default_factory=lambda: [50, 75, 90]
+    )
     # Priority ("1".."5") -> targets; a priority without targets has no SLA.
     targets: dict[str, TargetIn]
 
@@ -83,6 +94,29 @@ class ClockOut(msgspec.Struct, kw_only=True):
 class MissedUpdateOut(msgspec.Struct, kw_only=True):
     due_at: datetime
     late_until: datetime | None
+    cycle: int = 0
+
+
+class UpdateCadenceOut(msgspec.Struct, kw_only=True):
+    """The update cadence as a target: a cycle runs from the start (cycle 0) or from each public comment by
+    MSP staff to the next; a cycle whose counted time passed the cadence is a missed update."""
+
+    cadence_seconds: int
+    # breached: some update was missed; otherwise the current cycle's running / paused / met (stopped)
+    status: str
+    # When the next public update is due (in the past when overdue); null while paused or stopped.
+    next_update_due_at: datetime | None
+    cycle: int
+    cycle_started_at: datetime
+    elapsed_seconds: int
+    remaining_seconds: int
+    warnings: list[WarningOut]
+    missed: list[MissedUpdateOut]
+
+
+class PriorityPeriodOut(msgspec.Struct, kw_only=True):
+    since: datetime
+    priority: int
 
 
 class IncidentSlaOut(msgspec.Struct, kw_only=True):
@@ -95,19 +129,35 @@ class IncidentSlaOut(msgspec.Struct, kw_only=True):
     clocks: list[ClockOut]
     update_cadence_minutes: int | None = None
     missed_updates: list[MissedUpdateOut] = msgspec.field(default_factory=list)
+    next_update_due_at: datetime | None = None
+    update_cadence: UpdateCadenceOut | None = None
+    # The effective calendar pinned to the incident: source, timezone, hours, holidays.
+    calendar_definition: dict[str, Any] | None = None
+    # The priority in force from each instant (the log's priority changes), as the clocks used it.
+    priority_history: list[PriorityPeriodOut] = msgspec.field(default_factory=list)
+    rules: list[str] = msgspec.field(default_factory=list)
+
+
+PolicyVersion = Annotated[int, msgspec.Meta(ge=1, le=2_147_483_647)]
 
 
 class RecalculateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A page of at most ``limit`` incidents opened in [opened_from, opened_to) per call; pass ``cursor``
+    (``next_cursor`` of the previous page) for the next."""
+
     opened_from: datetime
     opened_to: datetime
-    policy_version: int
+    policy_version: PolicyVersion
     apply: bool = False
+    limit: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 500
+    cursor: Annotated[str, msgspec.Meta(max_length=200)] | None = None
 
 
 class OutcomeOut(msgspec.Struct, kw_only=True):
     status: str
     due_at: datetime | None
     breached_at: datetime | None
+    stopped_at: datetime | None = None
 
 
 class RecalcChange(msgspec.Struct, kw_only=True):
@@ -121,7 +171,9 @@ class RecalcChange(msgspec.Struct, kw_only=True):
 
 class RecalculateOut(msgspec.Struct, kw_only=True):
     examined: int
+    # changes in this page: a status, due time or breach time that differs (target "update": the cadence)
     changed: int
     applied: bool
     policy_version: int
     changes: list[RecalcChange]
+    next_cursor: str | None = None
