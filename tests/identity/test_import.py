@@ -211,7 +211,11 @@ async def test_dry_run_reports_without_storing(
     assert await stored_users(owner_db, tenant) == 1
     await _import(client, headers, _csv(_people(2)))
     preview = await _import(client, headers, _csv(_people(3, title="RN")), dry_run="true")
-    assert {r["row"]: r["would"] for r in preview.json()["rows"]} == {2: "updated", 3: "updated", 4: "created"}
+    assert {r["row"]: r["would"] for r in preview.json()["rows"]} == {
+        2: "updated",
+        3: "updated",
+        4: "created",
+    }
     assert preview.json()["rows"][0]["id"] is not None, "an existing user keeps its id"
     unchanged = (await _import(client, headers, _csv(_people(2)), dry_run="true")).json()
     assert [r["would"] for r in unchanged["rows"]] == ["unchanged", "unchanged"]

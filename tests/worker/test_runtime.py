@@ -144,6 +144,14 @@ class TestInProcess:
         await send_after_commit(broker, services.db.sessionmaker, pending)
         async with owner_db.dangerously_unscoped_session() as session:
             assert (await session.get(OutboxMessage, pending[0].id)).sent_at is None  # type: ignore[union-attr]
+            # Earlier tests of the session leave unsent messages (their jobs never ran); the relay takes the
+            # oldest first and stops at the first refusal, so this test's message must be the only one.
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.sent_at.is_(None), OutboxMessage.id != pending[0].id)
+                .values(sent_at=utcnow())
+            )
+            await session.commit()
         # Still down: the relay backs off and records the attempt.
         monkeypatch.setattr(outbox, "RELAY_GRACE", timedelta(0))
         async with services.db.session() as session:
