@@ -153,6 +153,18 @@ def pg_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     asyncio.run(drop_pg_database(made.settings.effective_owner_url))
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
+    """An empty database of its own, not migrated (migration tests), on each backend."""
+    if request.param == "postgres":
+        require_postgres()
+        app_url, owner_url = await _create_pg_database()
+        yield base_settings(tmp_path, database_url=app_url, database_owner_url=owner_url)
+        await drop_pg_database(owner_url)
+    else:
+        yield base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+
+
 @pytest.fixture(scope="session")
 async def app(backend: Backend) -> Litestar:
     return create_app(backend.settings)

@@ -9,7 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, inspect, text
-from tests.conftest import _create_pg_database, base_settings, drop_pg_database, require_postgres
+from tests.conftest import base_settings
 
 import msp_platform.models  # noqa: F401
 from msp_platform.config import Settings
@@ -24,18 +24,6 @@ from msp_platform.models.incident import Incident
 from msp_platform.models.site import Site
 from msp_platform.models.tenant import Tenant
 from msp_platform.models.user import User
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def fresh(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "postgres":
-        require_postgres()
-        app_url, owner_url = await _create_pg_database()
-        settings = base_settings(tmp_path, database_url=app_url, database_owner_url=owner_url)
-        yield settings
-        await drop_pg_database(owner_url)
-    else:
-        yield base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
 
 
 async def _tables(settings) -> set[str]:  # type: ignore[no-untyped-def]

@@ -6,15 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
-from tests.conftest import _create_pg_database, base_settings, drop_pg_database, require_postgres
 
 from msp_platform.audit.service import GENESIS, verify_chain
 from msp_platform.authz.service import system_tenant_context
@@ -74,17 +70,6 @@ def _legacy_hash(chain: str, seq: int, prev: str, row: dict[str, Any]) -> str:
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
-    if request.param == "postgres":
-        require_postgres()
-        app_url, owner_url = await _create_pg_database()
-        yield base_settings(tmp_path, database_url=app_url, database_owner_url=owner_url)
-        await drop_pg_database(owner_url)
-    else:
-        yield base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
 
 
 async def _legacy_tenant(conn: sa.Connection, slug: str, *, tamper: bool) -> uuid.UUID:

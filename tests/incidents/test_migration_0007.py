@@ -4,14 +4,10 @@ legacy numbers are kept apart, and the downgrade gives the names back."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
-from tests.conftest import _create_pg_database, base_settings, drop_pg_database, require_postgres
 
 from msp_platform.config import Settings
 from msp_platform.db import migrate
@@ -70,17 +66,6 @@ def incidents_table() -> sa.TableClause:
         *(sa.column(c) for c in INCIDENT_TEXT if c != "assignment_group_id"),
         sa.column("assignment_group_id", sa.Uuid()),
     )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
-    if request.param == "postgres":
-        require_postgres()
-        app_url, owner_url = await _create_pg_database()
-        yield base_settings(tmp_path, database_url=app_url, database_owner_url=owner_url)
-        await drop_pg_database(owner_url)
-    else:
-        yield base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
 
 
 async def run(settings: Settings, fn: Any) -> Any:

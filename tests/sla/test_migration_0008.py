@@ -4,13 +4,9 @@ and it all goes back down."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-from tests.conftest import _create_pg_database, base_settings, drop_pg_database, require_postgres
 
 from msp_platform.config import Settings
 from msp_platform.db import migrate
@@ -20,18 +16,6 @@ from msp_platform.kit.ids import new_id
 from msp_platform.kit.time import utcnow
 from msp_platform.models.incident import Incident
 from msp_platform.models.tenant import Tenant
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
-    if request.param == "postgres":
-        require_postgres()
-        app_url, owner_url = await _create_pg_database()
-        yield base_settings(tmp_path, database_url=app_url, database_owner_url=owner_url)
-        await drop_pg_database(owner_url)
-    else:
-        yield base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
-
 
 NOTICES = sa.table(
     "sla_notices",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,8 @@ from tests.conftest import (
     TEST_PASSWORD,
     Factory,
     Person,
-    _create_pg_database,
     base_settings,
-    drop_pg_database,
 )
-from tests.conftest import require_postgres as _require_postgres
 from tests.support.isolation import all_ids
 
 from msp_platform.audit.service import chains, verify_chain
@@ -256,20 +252,11 @@ async def test_tenant_search_treats_like_wildcards_literally(factory: Factory, c
 # --- the shipped manifests, on both backends ------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
+@pytest.fixture
+async def empty_db(fresh: Settings) -> Settings:
     """A fresh, migrated database (the shipped manifests' slugs are fixed, so not the shared one)."""
-    if request.param == "postgres":
-        _require_postgres()
-        app_url, owner_url = await _create_pg_database()
-        settings = base_settings(tmp_path, database_url=app_url, database_owner_url=owner_url)
-        await migrate.upgrade(settings)
-        yield settings
-        await drop_pg_database(owner_url)
-    else:
-        settings = base_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'manifests.db'}")
-        await migrate.upgrade(settings)
-        yield settings
+    await migrate.upgrade(fresh)
+    return fresh
 
 
 async def test_the_shipped_manifests_apply_and_reapply_without_changes(empty_db: Settings) -> None:

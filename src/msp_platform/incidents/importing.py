@@ -40,6 +40,7 @@ from msp_platform.incidents.schemas import (
 )
 from msp_platform.incidents.service import (
     EventWriter,
+    apply_move,
     current_matrix,
     reopen,
     transition_errors,
@@ -332,21 +333,7 @@ class _Replay:
             self.error(f"{name}.{problem.field}", problem.message)
         if problems:
             return
-        extra: dict[str, Any] = {}
-        if e.reason:
-            extra["reason"] = e.reason
-        if target is IncidentState.on_hold:
-            incident.on_hold_reason = e.on_hold_reason
-            extra["on_hold_reason"] = e.on_hold_reason.value if e.on_hold_reason else None
-        elif current is IncidentState.on_hold:
-            incident.on_hold_reason = None
-        if target is IncidentState.resolved:
-            incident.resolution_code = e.resolution_code
-            incident.resolution_notes = e.resolution_notes
-            incident.resolved_at = e.at
-            extra["resolution_code"] = e.resolution_code.value if e.resolution_code else None
-        if target in (IncidentState.closed, IncidentState.cancelled):
-            incident.closed_at = e.at
+        extra = apply_move(incident, move, e.at)
         reopened = reopen(incident) if sm.is_reopen(current, target) else None
         incident.state = target
         plan.steps.append(

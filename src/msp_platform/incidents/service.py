@@ -673,25 +673,10 @@ async def transition(
 
     write = EventWriter(session, principal.key)
     now = utcnow()
-    extra: dict[str, Any] = {}
-    if data.reason:
-        extra["reason"] = data.reason
-    if target is IncidentState.on_hold:
-        incident.on_hold_reason = data.on_hold_reason
-        extra["on_hold_reason"] = data.on_hold_reason.value if data.on_hold_reason else None
-    elif current is IncidentState.on_hold:
-        incident.on_hold_reason = None
+    extra = apply_move(incident, data, now)
     if target is IncidentState.resolved:
-        incident.resolution_code = data.resolution_code
-        incident.resolution_notes = data.resolution_notes
-        incident.resolved_at = now
-        extra["resolution_code"] = data.resolution_code.value if data.resolution_code else None
         incident.first_contact_resolution = await _first_contact(session, principal, incident, now)
         extra["first_contact_resolution"] = incident.first_contact_resolution
-    if target is IncidentState.closed:
-        incident.closed_at = now
-    if target is IncidentState.cancelled:
-        incident.closed_at = now
     if sm.is_reopen(current, target):
         await _set_state(write, incident, target, extra)
         await write(incident, "reopened", reopen(incident) | extra)
@@ -707,6 +692,29 @@ async def transition(
     incident.version += 1
     await session.flush()
     return incident
+
+
+def apply_move(incident: Incident, move: TransitionIn, at: datetime) -> dict[str, Any]:
+    """The fields a move from the incident's current state to ``move.to`` sets (hold reason, resolution,
+    closing time), and what the ``state_changed`` event records of them. The state itself is the caller's
+    to set. Shared by live transitions and imported history."""
+    current, target = incident.state, move.to
+    extra: dict[str, Any] = {}
+    if move.reason:
+        extra["reason"] = move.reason
+    if target is IncidentState.on_hold:
+        incident.on_hold_reason = move.on_hold_reason
+        extra["on_hold_reason"] = move.on_hold_reason.value if move.on_hold_reason else None
+    elif current is IncidentState.on_hold:
+        incident.on_hold_reason = None
+    if target is IncidentState.resolved:
+        incident.resolution_code = move.resolution_code
+        incident.resolution_notes = move.resolution_notes
+        incident.resolved_at = at
+        extra["resolution_code"] = move.resolution_code.value if move.resolution_code else None
+    if target in (IncidentState.closed, IncidentState.cancelled):
+        incident.closed_at = at
+    return extra
 
 
 def transition_errors(incident: Incident, data: TransitionIn) -> list[FieldError]:
