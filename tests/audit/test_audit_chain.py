@@ -94,8 +94,9 @@ async def test_a_deleted_chain_head_is_tampering(
     assert f"TAMPERED {tenant.slug}: the chain's head record is missing" in cli.output
     # Writing on would start the chain over and bury the damage: the tenant's changes are refused instead.
     refused = await client.post("/api/v1/sites", json={"code": "AFTER", "name": "After"}, headers=headers)
-    assert refused.status_code == 500
+    assert refused.status_code == 503
     assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("/problems/audit-log-broken")
     async with owner_db.dangerously_unscoped_session() as session:
         assert await session.get(AuditChain, str(tenant.id)) is None
         assert (

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 from msp_platform.config import Settings
 from msp_platform.db.session import CTX_KEY, TenantSession
 from msp_platform.kit.crypto import derive_key
+from msp_platform.kit.errors import PlatformError, problem_type
 from msp_platform.kit.ids import new_id
 from msp_platform.kit.logging import request_id_var
 from msp_platform.kit.time import utcnow
@@ -315,9 +316,17 @@ def head_mac(key: bytes, chain: str, seq: int, head_hash: str) -> str:
     ).hexdigest()
 
 
-class AuditChainBroken(RuntimeError):
+class AuditChainBroken(PlatformError):
     """A chain's head row is gone while its events exist: someone tampered with the log. Appending would
     start the chain over (or hide the damage), so writes to that chain are refused until an operator looks."""
+
+    problem = problem_type(
+        "audit-log-broken",
+        503,
+        "Audit log integrity failure",
+        "The tenant's audit log failed its integrity check, so no change can be recorded; changes are "
+        "refused until an operator has examined it (`msp audit verify`). Reads still work.",
+    )
 
 
 def _lock_head(session: Session, chain: str) -> AuditChain:

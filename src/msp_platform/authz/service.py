@@ -88,7 +88,7 @@ async def resolve_tenant_context(
         if tenant_header:
             tenant = await AuthzRepository(session).tenant_by_ref(tenant_header.strip())
             if tenant is None or tenant.id != own:
-                raise NotFound(f"Tenant {tenant_header!r} not found.")
+                raise NotFound(f"Tenant {tenant_header[:64]!r} not found.")
         return TenantContext.single(own)
     if not principal.is_staff:
         return None
@@ -97,7 +97,7 @@ async def resolve_tenant_context(
     if tenant_header:
         tenant = await AuthzRepository(session).tenant_by_ref(tenant_header.strip())
         if tenant is None:
-            raise NotFound(f"Tenant {tenant_header!r} not found.")
+            raise NotFound(f"Tenant {tenant_header[:64]!r} not found.")
         if tenant.id not in readable:
             if principal.role is Role.msp_admin and tenant.status == TenantStatus.offboarded:
                 # "Data kept, access closed": the MSP can still read (retention, audit review), not write.
@@ -106,7 +106,7 @@ async def resolve_tenant_context(
                     f"Tenant {tenant.slug} is offboarded: its data can be read but not changed. Reactivate "
                     "the tenant (POST /api/v1/tenants/{id}/reactivate) to change it.",
                 )
-            raise NotFound(f"Tenant {tenant_header!r} not found.")
+            raise NotFound(f"Tenant {tenant_header[:64]!r} not found.")
         chosen = AccessibleTenantId(tenant.id)
         # Write access to one tenant, read access to that tenant only: a request is about one tenant.
         return TenantContext.single(chosen)

@@ -116,6 +116,10 @@ async def provide_db_session(request: Request[Any, Any, Any]) -> AsyncGenerator[
             raise ServiceUnavailable(
                 "The database did not accept the change; nothing was saved. Retry."
             ) from exc
+        except PlatformError:
+            # A rule enforced while flushing (the audit chain's integrity, say) already says what went wrong.
+            await session.rollback()
+            raise
         except Exception as exc:
             await session.rollback()
             log.error("commit failed", exc_info=exc)
