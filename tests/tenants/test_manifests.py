@@ -21,6 +21,7 @@ from msp_platform.db.engine import Database
 from msp_platform.demo import DEMO_TENANT, DEMO_TENANT_ADMIN, prepare_demo
 from msp_platform.models.audit import AuditEvent
 from msp_platform.models.site import Site
+from msp_platform.models.sla import SlaPolicy
 from msp_platform.models.tenant import Tenant
 from msp_platform.models.user import User
 from msp_platform.tenants.manifest import (
@@ -51,6 +52,13 @@ def test_every_manifest_in_tenants_is_valid() -> None:
         assert manifest.sites, slug
         assert any(u.role == "tenant_admin" for u in manifest.users), slug
     assert any(m.tenant.business_hours and m.tenant.holidays for m in by_slug.values())
+    # The demo's incidents get SLA clocks: every shipped tenant has a policy, the hospitals around the clock.
+    assert all(m.sla_policy is not None for m in by_slug.values())
+    hospital = by_slug["st-marys"].sla_policy
+    assert hospital is not None
+    assert hospital.calendar == "24x7"
+    assert hospital.targets["1"].update_minutes is not None
+    assert any(m.sla_policy and m.sla_policy.calendar == "business_hours" for m in by_slug.values())
     assert len({m.tenant.timezone for m in by_slug.values()}) >= 2
     for file in files:
         text = file.read_text().lower()
@@ -424,6 +432,176 @@ def test_cli_apply(backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "broken.yaml: tenant.ticket_prefix" in broken.output
     missing = runner.invoke(cli.main, ["tenants", "apply", str(tmp_path / "nope")])
     assert missing.exit_code == 1
+
+
+# --- SLA policies ------------------------------------------------------------------------------------------
+
+_SLA = """\
+    sla_policy:
+      name: Hospital clinical 24x7
+      calendar: 24x7
+      pause_states: [on_hold]
+      pause_hold_reasons: [awaiting_caller]
+      warning_percents: [50, 75, 90]
+      targets:
+        1: {response_minutes: 15, resolution_minutes: 240, update_minutes: 30}
+        2: {response_minutes: 30, resolution_minutes: 480}
+        "3": {response_minutes: 240, resolution_minutes: 4320}
+    """
+
+
+def _with_policy(slug: str, prefix: str, parent: str, policy: str = _SLA) -> str:
+    return _hospital(slug, prefix, parent).rstrip(" ") + textwrap.indent(textwrap.dedent(policy), " " * 8)
+
+
+async def _policies(db: Database, slug: str) -> list[SlaPolicy]:
+    tenant = await _tenant(db, slug)
+    assert tenant is not None
+    return sorted(await _rows(db, SlaPolicy, tenant.id), key=lambda p: p.version)
+
+
+async def test_sla_policy_is_created_then_unchanged_then_versioned(
+    owner_db: Database, tmp_path: Path
+) -> None:
+    system, hospital, prefix = _slug("sys"), _slug("hosp"), _prefix()
+    _write(tmp_path, "system.yaml", _system(system, _prefix()))
+    _write(tmp_path, "hospital.yaml", _with_policy(hospital, prefix, system))
+
+    report, out = await _apply(owner_db, tmp_path)
+    assert [(c.op, c.tenant) for c in report.changes if c.kind == "sla_policy"] == [("+", hospital)]
+    assert "+ sla_policy 'Hospital clinical 24x7' (version 1)" in out.text
+    assert "SLA policies: 1 created, 0 new versions, 0 unchanged" in out.lines[-1]
+    (first,) = await _policies(owner_db, hospital)
+    assert (first.version, first.calendar, first.created_by) == (1, "24x7", "cli:tenants-apply")
+    assert first.targets["1"] == {"response_minutes": 15, "resolution_minutes": 240, "update_minutes": 30}
+    assert set(first.targets) == {"1", "2", "3"}, "YAML's numeric keys are the API's priorities"
+    assert (first.pause_hold_reasons, first.warning_percents) == (["awaiting_caller"], [50, 75, 90])
+    tenant = await _tenant(owner_db, hospital)
+    assert tenant is not None
+    async with owner_db.dangerously_unscoped_session() as session:
+        actions = set(
+            (await session.scalars(select(AuditEvent.action).where(AuditEvent.tenant_id == tenant.id))).all()
+        )
+    assert any(a.startswith("sla_polic") for a in actions), actions
+    events = await _audit_count(owner_db, tenant.id)
+
+    again, out = await _apply(owner_db, tmp_path)
+    assert not again.changed
+    assert [(c.op, c.kind) for c in again.changes if c.tenant == hospital] == [
+        ("=", "tenant"),
+        ("=", "sla_policy"),
+    ]
+    assert "= sla_policy 'Hospital clinical 24x7' (version 1): unchanged" in out.text
+    assert len(await _policies(owner_db, hospital)) == 1
+    assert await _audit_count(owner_db, tenant.id) == events
+
+    tighter = _SLA.replace("response_minutes: 15,", "response_minutes: 10,").replace(
+        "[50, 75, 90]", "[75, 90]"
+    )
+    _write(tmp_path, "hospital.yaml", _with_policy(hospital, prefix, system, tighter))
+    report, out = await _apply(owner_db, tmp_path)
+    (changed,) = [c for c in report.changes if c.op != "="]
+    assert (changed.kind, changed.key) == ("sla_policy", "'Hospital clinical 24x7' (version 2)")
+    assert {name: (before, after) for name, before, after in changed.changes} == {
+        "warning_percents": ([50, 75, 90], [75, 90]),
+        "targets.1.response_minutes": (15, 10),
+    }
+    assert (
+        "~ sla_policy 'Hospital clinical 24x7' (version 2) targets.1.response_minutes: 15 -> 10" in out.text
+    )
+    versions = await _policies(owner_db, hospital)
+    assert [(p.version, p.targets["1"]["response_minutes"]) for p in versions] == [(1, 15), (2, 10)]
+    assert versions[0].warning_percents == [50, 75, 90], "a published version never changes"
+
+    # A manifest without a policy leaves the tenant's policies (from a manifest or the API) alone.
+    _write(tmp_path, "hospital.yaml", _hospital(hospital, prefix, system))
+    report, out = await _apply(owner_db, tmp_path)
+    assert not report.changed
+    assert not [line for line in out.lines if "sla_policy " in line]
+    assert "SLA policies" not in out.lines[-1]
+    assert len(await _policies(owner_db, hospital)) == 2
+
+
+async def test_sla_policy_dry_run_stores_nothing(owner_db: Database, tmp_path: Path) -> None:
+    system, hospital, prefix = _slug("sys"), _slug("hosp"), _prefix()
+    _write(tmp_path, "system.yaml", _system(system, _prefix()))
+    _write(tmp_path, "hospital.yaml", _with_policy(hospital, prefix, system))
+    report, out = await _apply(owner_db, tmp_path, dry_run=True)
+    assert report.count("sla_policy", "+") == 1
+    assert "+ sla_policy 'Hospital clinical 24x7' (version 1)" in out.text
+    assert await _tenant(owner_db, hospital) is None
+
+    await _apply(owner_db, tmp_path)
+    _write(
+        tmp_path,
+        "hospital.yaml",
+        _with_policy(hospital, prefix, system, _SLA.replace("calendar: 24x7", "calendar: business_hours")),
+    )
+    report, out = await _apply(owner_db, tmp_path, dry_run=True)
+    assert report.count("sla_policy", "~") == 1
+    assert "(version 2) calendar: '24x7' -> 'business_hours'" in out.text
+    assert "dry run" in out.lines[-1]
+    assert [p.calendar for p in await _policies(owner_db, hospital)] == ["24x7"]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        (
+            ("response_minutes: 15,", "response_minutes: 0,"),
+            "sla_policy.targets.1.response_minutes",
+            "Expected `int` >= 1",
+        ),
+        (
+            ("resolution_minutes: 480}", "resolution_minutes: -5}"),
+            "sla_policy.targets.2.resolution_minutes",
+            "Expected `int` >= 1",
+        ),
+        (("[50, 75, 90]", "[0, 50]"), "sla_policy.warning_percents[0]", "0 is outside 1..100"),
+        (("[50, 75, 90]", "[50, 101]"), "sla_policy.warning_percents[1]", "101 is outside 1..100"),
+        (
+            ("[on_hold]", "[on_hold, lunch_break]"),
+            "sla_policy.pause_states[1]",
+            "Invalid enum value 'lunch_break'",
+        ),
+        (("[on_hold]", "[resolved]"), "sla_policy.pause_states[0]", "resolved stops the clock"),
+        (
+            ("response_minutes: 240,", "response_minutes: 5000,"),
+            "sla_policy.targets.3.resolution_minutes",
+            "must not be shorter than the response target",
+        ),
+        (("calendar: 24x7", "calendar: sometimes"), "sla_policy.calendar", "Invalid enum value 'sometimes'"),
+        (("pause_states:", "colour: red\n      pause_states:"), "sla_policy", "unknown field `colour`"),
+    ],
+)
+async def test_invalid_sla_policy_is_reported_with_its_path(
+    owner_db: Database, tmp_path: Path, change: tuple[str, str], path: str, message: str
+) -> None:
+    """The messages of POST /api/v1/sla/policies (the same schema and rules), at the manifest's path."""
+    system, hospital = _slug("sys"), _slug("hosp")
+    _write(tmp_path, "system.yaml", _system(system, _prefix()))
+    assert change[0] in _SLA
+    _write(tmp_path, "hospital.yaml", _with_policy(hospital, _prefix(), system, _SLA.replace(*change)))
+    with pytest.raises(ManifestError) as caught:
+        await _apply(owner_db, tmp_path)
+    found = [(Path(p.file).name, p.path, p.message) for p in caught.value.problems]
+    assert any(f == ("hospital.yaml", path, f[2]) and message in f[2] for f in found), found
+    assert await _tenant(owner_db, system) is None, "nothing is applied"
+    assert await _tenant(owner_db, hospital) is None
+
+
+def test_sla_policy_on_business_hours_is_checked_on_the_manifests_hours(tmp_path: Path) -> None:
+    """A business-hours policy is checked on the calendar the manifest gives the tenant (48 open hours a
+    week here: a year of business time takes 182 weeks, more than the API allows)."""
+    long = _SLA.replace("resolution_minutes: 4320", "resolution_minutes: 525600")
+    office = _system(_slug("sys"), _prefix()).rstrip(" ") + textwrap.indent(textwrap.dedent(long), " " * 8)
+    _write(tmp_path, "on-24x7.yaml", office)
+    assert check_files(tmp_path)[1] == []
+    _write(tmp_path, "on-24x7.yaml", office.replace("calendar: 24x7", "calendar: business_hours"))
+    _, problems = check_files(tmp_path)
+    assert [(p.path, "182 weeks" in p.message) for p in problems] == [
+        ("sla_policy.targets.3.resolution_minutes", True)
+    ]
 
 
 # --- the demo ----------------------------------------------------------------------------------------------

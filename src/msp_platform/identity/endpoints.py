@@ -43,14 +43,13 @@ from msp_platform.kit.bulk import (
     read_import,
 )
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
-from msp_platform.kit.errors import Conflict, NotFound
+from msp_platform.kit.errors import NotFound
 from msp_platform.kit.etag import IfMatch, check_if_match, headers_of
 from msp_platform.kit.pagination import Cursor, Limit, Page
 from msp_platform.kit.patch import sent_fields
 from msp_platform.kit.uow import STATE_ROLLBACK, provide_db_session
 from msp_platform.models.oauth import OAuthClient
 from msp_platform.models.staff import StaffGrant, StaffMember
-from msp_platform.models.tenant import Tenant
 from msp_platform.models.user import User, UserRole
 from msp_platform.state import services_of
 
@@ -422,17 +421,9 @@ class StaffController(Controller):
     async def add_grant(
         self, session: Session, staff_id: FromPath[uuid.UUID], data: JSONBody[GrantCreate]
     ) -> GrantOut:
-        await _staff(session, staff_id)
-        if await session.get(Tenant, data.tenant_id) is None:
-            raise NotFound(f"Tenant {data.tenant_id} not found.")
-        repo = StaffRepository(session)
-        if await repo.grant(staff_id, data.tenant_id) is not None:
-            raise Conflict("This staff member already has a grant on that tenant.")
-        grant = StaffGrant(
-            staff_id=staff_id, tenant_id=data.tenant_id, include_children=data.include_children
+        grant = await service.grant_tenant(
+            session, staff_id, data.tenant_id, include_children=data.include_children
         )
-        session.add(grant)
-        await session.flush()
         return _grant_out(grant)
 
     @delete("/{staff_id:uuid}/grants/{grant_tenant_id:uuid}", summary="Remove a tenant grant", **STAFF_ADMIN)

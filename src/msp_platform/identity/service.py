@@ -24,7 +24,7 @@ from msp_platform.auth.scopes import CLIENT_MAX_SCOPES, format_scope, parse_scop
 from msp_platform.authz.service import system_tenant_context
 from msp_platform.authz.types import AccessibleTenantId
 from msp_platform.db.session import set_tenant_context
-from msp_platform.identity.repository import ClientRepository, UserRepository
+from msp_platform.identity.repository import ClientRepository, StaffRepository, UserRepository
 from msp_platform.identity.schemas import UserCreate, UserImportRow
 from msp_platform.kit.bulk import ImportMode, ImportReport, ReportBuilder, RowStatus, SourceRow, convert_row
 from msp_platform.kit.crypto import sha256_hex
@@ -35,7 +35,7 @@ from msp_platform.kit.time import utcnow
 from msp_platform.kit.validation import email_errors, raise_if, text_errors
 from msp_platform.models.invitation import Invitation
 from msp_platform.models.oauth import OAuthClient
-from msp_platform.models.staff import StaffMember, StaffRole
+from msp_platform.models.staff import StaffGrant, StaffMember, StaffRole
 from msp_platform.models.tenant import Tenant, TenantStatus
 from msp_platform.models.user import User, UserRole
 from msp_platform.sites import service as sites_service
@@ -83,6 +83,22 @@ async def create_staff(
     session.add(member)
     await session.flush()
     return member
+
+
+async def grant_tenant(
+    session: AsyncSession, staff_id: uuid.UUID, tenant_id: uuid.UUID, *, include_children: bool
+) -> StaffGrant:
+    """Let a staff member act on a tenant (and, with ``include_children``, on its descendants)."""
+    if await StaffRepository(session).get(staff_id) is None:
+        raise NotFound(f"Staff member {staff_id} not found.")
+    if await session.get(Tenant, tenant_id) is None:
+        raise NotFound(f"Tenant {tenant_id} not found.")
+    if await StaffRepository(session).grant(staff_id, tenant_id) is not None:
+        raise Conflict("This staff member already has a grant on that tenant.")
+    grant = StaffGrant(staff_id=staff_id, tenant_id=tenant_id, include_children=include_children)
+    session.add(grant)
+    await session.flush()
+    return grant
 
 
 def validate_client_scopes(scopes: str) -> frozenset[str]:

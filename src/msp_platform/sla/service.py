@@ -176,19 +176,12 @@ def policy_errors(data: PolicyIn, tenant: Tenant | None = None) -> list[FieldErr
     return errors
 
 
-async def publish_policy(
-    session: AsyncSession, principal: Principal, data: PolicyIn, tenant_id: uuid.UUID | None = None
-) -> SlaPolicy:
-    tenant = await session.get(Tenant, tenant_id) if tenant_id is not None else None
-    errors = policy_errors(data, tenant)
-    if errors:
-        raise ValidationFailed("The SLA policy is invalid.", errors=errors)
-    current = await SlaRepository(session).current_policy()
-    policy = SlaPolicy(
-        version=(current.version if current else 0) + 1,
-        name=data.name.strip(),
-        calendar=data.calendar,
-        custom_calendar=(
+def policy_values(data: PolicyIn) -> dict[str, Any]:
+    """The stored form of a valid policy body (what a version holds; compared by ``msp tenants apply``)."""
+    return {
+        "name": data.name.strip(),
+        "calendar": data.calendar,
+        "custom_calendar": (
             {
                 "timezone": data.custom_calendar.timezone,
                 "hours": data.custom_calendar.hours,
@@ -202,10 +195,12 @@ async def publish_policy(
             if data.custom_calendar
             else None
         ),
-        pause_states=[s.value for s in dict.fromkeys(data.pause_states)],
-        pause_hold_reasons=[r.value for r in data.pause_hold_reasons] if data.pause_hold_reasons else None,
-        warning_percents=sorted(set(data.warning_percents)),
-        targets={
+        "pause_states": [s.value for s in dict.fromkeys(data.pause_states)],
+        "pause_hold_reasons": (
+            [r.value for r in data.pause_hold_reasons] if data.pause_hold_reasons else None
+        ),
+        "warning_percents": sorted(set(data.warning_percents)),
+        "targets": {
             k: {
                 "response_minutes": t.response_minutes,
                 "resolution_minutes": t.resolution_minutes,
@@ -213,7 +208,39 @@ async def publish_policy(
             }
             for k, t in sorted(data.targets.items())
         },
-        created_by=principal.key,
+    }
+
+
+def stored_policy_values(policy: SlaPolicy) -> dict[str, Any]:
+    """``policy_values`` of a stored version."""
+    return {
+        "name": policy.name,
+        "calendar": policy.calendar,
+        "custom_calendar": policy.custom_calendar,
+        "pause_states": list(policy.pause_states),
+        "pause_hold_reasons": list(policy.pause_hold_reasons) if policy.pause_hold_reasons else None,
+        "warning_percents": list(policy.warning_percents),
+        "targets": {
+            k: {name: t.get(name) for name in ("response_minutes", "resolution_minutes", "update_minutes")}
+            for k, t in sorted(policy.targets.items())
+        },
+    }
+
+
+async def publish_policy(
+    session: AsyncSession, by: Principal | str, data: PolicyIn, tenant_id: uuid.UUID | None = None
+) -> SlaPolicy:
+    """Publish ``data`` as the tenant's next version; ``by`` is the caller, or an actor such as
+    ``cli:tenants-apply`` (stored as ``created_by``)."""
+    tenant = await session.get(Tenant, tenant_id) if tenant_id is not None else None
+    errors = policy_errors(data, tenant)
+    if errors:
+        raise ValidationFailed("The SLA policy is invalid.", errors=errors)
+    current = await SlaRepository(session).current_policy()
+    policy = SlaPolicy(
+        version=(current.version if current else 0) + 1,
+        created_by=by if isinstance(by, str) else by.key,
+        **policy_values(data),
     )
     session.add(policy)
     await session.flush()

@@ -19,9 +19,19 @@ One file per tenant::
       - {code: SMH-ED, name: Emergency Department, kind: department, parent: SMH}
     users:                           # keyed by email; never passwords or other secrets
       - {email: jdoe@stmarys.example, name: Jane Doe, role: tenant_admin, site: SMH, clinical: false}
+    sla_policy:                      # optional; the body of POST /api/v1/sla/policies, checked the same way
+      name: Hospital clinical 24x7
+      calendar: 24x7                 # or business_hours (the tenant's, above), or custom (custom_calendar)
+      pause_states: [on_hold]
+      pause_hold_reasons: [awaiting_caller]
+      warning_percents: [50, 75, 90]
+      targets:                       # priority 1..5 -> minutes of (calendar) time; no entry: no SLA
+        1: {response_minutes: 15, resolution_minutes: 240, update_minutes: 30}
 
 Applying is an upsert: nothing is ever deleted, and fields a manifest does not describe (a tenant's status,
-a site's ``active`` flag, a user's password) are left alone. Every file is validated first (schema, then the
+a site's ``active`` flag, a user's password) are left alone. SLA policies are versioned: a manifest whose
+``sla_policy`` differs from the tenant's current version publishes a new version (incidents keep the version
+they opened under); a manifest without one leaves the tenant's policies alone. Every file is validated first (schema, then the
 rules the API applies, then against the stored data); any problem means nothing is applied. Then everything
 is applied in one transaction, parents before children (across files), printing a diff.
 """
@@ -34,12 +44,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from msp_platform.audit.service import ACTOR as ACTOR_KEY
 from msp_platform.audit.service import set_actor
 from msp_platform.authz.service import system_tenant_context
 from msp_platform.db.engine import Database
@@ -53,6 +74,9 @@ from msp_platform.models.tenant import Tenant, TenantStatus
 from msp_platform.models.user import User, UserRole
 from msp_platform.sites import service as sites_service
 from msp_platform.sites.schemas import SiteCreate
+from msp_platform.sla import service as sla_service
+from msp_platform.sla.repository import SlaRepository
+from msp_platform.sla.schemas import PolicyIn, TargetIn
 from msp_platform.tenants import service as tenants_service
 from msp_platform.tenants.repository import TenantContentsRepository, TenantRepository
 
@@ -193,11 +217,55 @@ class UserSpec(_Spec):
     _reject_secrets = model_validator(mode="before")(_no_secrets)
 
 
+_MSGSPEC_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def _policy_error(raw: Mapping[str, Any], exc: msgspec.ValidationError) -> tuple[str, str]:
+    """(path, message) of the API schema's error; the path names the priority where the API's says
+    ``targets[...]`` (msgspec does not show mapping keys)."""
+    match = _MSGSPEC_AT.match(str(exc))
+    message, path = (match.group("message"), match.group("path") or "") if match else (str(exc), "")
+    if path.startswith(".targets[...]") and isinstance(raw.get("targets"), Mapping):
+        for key, value in raw["targets"].items():
+            try:
+                msgspec.convert(value, TargetIn, strict=False, str_keys=True)
+            except msgspec.ValidationError as inner:
+                inner_match = _MSGSPEC_AT.match(str(inner))
+                rest = (inner_match.group("path") or "") if inner_match else ""
+                return f"targets.{key}{rest}", message
+    path = re.sub(r"\['([^']*)'\]", r".\1", path).lstrip(".")
+    return path, message
+
+
+def _sla_policy(value: Any) -> PolicyIn | None:
+    """The API's own body type and decoding (``POST /api/v1/sla/policies``), so a manifest gets its messages."""
+    if value is None or isinstance(value, PolicyIn):
+        return value
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError(
+            "sla_policy", "must be a mapping like the body of POST /api/v1/sla/policies"
+        )
+    raw = dict(value)
+    targets = raw.get("targets")
+    if isinstance(targets, Mapping):
+        # YAML reads ``1:`` as a number; the API's priorities are the keys "1".."5".
+        raw["targets"] = {
+            str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v for k, v in targets.items()
+        }
+    try:
+        return msgspec.convert(raw, PolicyIn, strict=False, str_keys=True)
+    except msgspec.ValidationError as exc:
+        path, message = _policy_error(raw, exc)
+        raise PydanticCustomError("sla_policy", "{message}", {"message": message, "path": path}) from exc
+
+
 class Manifest(_Spec):
     version: Literal[1]
     tenant: TenantSpec
     sites: list[SiteSpec] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
+    # The tenant's SLA policy: published as a new version whenever it differs from the current one.
+    sla_policy: Annotated[PolicyIn | None, PlainValidator(_sla_policy)] = None
 
     _reject_secrets = model_validator(mode="before")(_no_secrets)
 
@@ -272,7 +340,11 @@ def load_file(path: Path) -> tuple[LoadedManifest | None, list[Problem]]:
         problems = []
         for error in exc.errors():
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(Problem(name, _loc(error["loc"]), message))
+            where = _loc(error["loc"])
+            inner = (error.get("ctx") or {}).get("path")
+            if inner:  # a path inside the SLA policy body
+                where = f"{where}.{inner}"
+            problems.append(Problem(name, where, message))
         return None, problems
 
 
@@ -394,6 +466,12 @@ def check_manifest(item: LoadedManifest) -> list[Problem]:
             )
         else:
             emails[email] = index
+
+    policy = item.manifest.sla_policy
+    if policy is not None:
+        # The tenant as this manifest describes it: a business-hours policy is checked on its hours.
+        described = Tenant(timezone=spec.timezone, business_calendar=tenant_values(spec)["business_calendar"])
+        problems += _field_problems(file, "sla_policy", sla_service.policy_errors(policy, described))
     return problems
 
 
@@ -582,10 +660,11 @@ async def check_against_database(
 
 @dataclass(frozen=True)
 class Change:
-    """One line of the diff: ``op`` is ``+`` (created), ``~`` (updated) or ``=`` (unchanged)."""
+    """One line of the diff: ``op`` is ``+`` (created), ``~`` (updated; for an SLA policy: a new version
+    published) or ``=`` (unchanged)."""
 
     op: Literal["+", "~", "="]
-    kind: Literal["tenant", "site", "user"]
+    kind: Literal["tenant", "site", "user", "sla_policy"]
     tenant: str
     key: str
     changes: tuple[tuple[str, Any, Any], ...] = ()
@@ -615,11 +694,15 @@ class ApplyReport:
 
     def summary(self) -> str:
         parts = []
-        for kind in ("tenant", "site", "user"):
+        for kind, plural in (("tenant", "tenants"), ("site", "sites"), ("user", "users")):
             created, updated = self.count(kind, "+"), self.count(kind, "~")
             unchanged = self.count(kind, "=")
             if created or updated or unchanged:
-                parts.append(f"{kind}s: {created} created, {updated} updated, {unchanged} unchanged")
+                parts.append(f"{plural}: {created} created, {updated} updated, {unchanged} unchanged")
+        created, updated = self.count("sla_policy", "+"), self.count("sla_policy", "~")
+        unchanged = self.count("sla_policy", "=")
+        if created or updated or unchanged:
+            parts.append(f"SLA policies: {created} created, {updated} new versions, {unchanged} unchanged")
         verb = "would be applied (dry run, nothing stored)" if self.dry_run else "applied"
         return f"{verb}: " + ("; ".join(parts) if parts else "no manifests")
 
@@ -654,7 +737,7 @@ def _shown(name: str, before: Any, after: Any, names: Mapping[uuid.UUID, str]) -
 
 
 def _change(
-    kind: Literal["tenant", "site", "user"],
+    kind: Literal["tenant", "site", "user", "sla_policy"],
     tenant: str,
     key: str,
     changed: Mapping[str, tuple[Any, Any]],
@@ -744,7 +827,48 @@ async def _apply_one(
     await session.flush()
     if not changes:
         changes.append(Change("=", "tenant", spec.slug, spec.slug))
+    if item.manifest.sla_policy is not None:
+        changes.append(await _apply_sla_policy(session, tenant, item.manifest.sla_policy))
     return changes
+
+
+def _policy_differences(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Field by field; targets per priority and target (``targets.1.response_minutes``)."""
+    out: list[tuple[str, Any, Any]] = []
+    for name in after:
+        old, new = before.get(name), after[name]
+        if old == new:
+            continue
+        if name == "targets":
+            for priority in sorted(set(old or {}) | set(new)):
+                was, now = (old or {}).get(priority), new.get(priority)
+                if was is None or now is None:
+                    out.append((f"targets.{priority}", was, now))
+                    continue
+                for field_name in now:
+                    if was.get(field_name) != now[field_name]:
+                        out.append((f"targets.{priority}.{field_name}", was.get(field_name), now[field_name]))
+        else:
+            out.append((name, old, new))
+    return out
+
+
+async def _apply_sla_policy(session: AsyncSession, tenant: Tenant, policy: PolicyIn) -> Change:
+    """Publish the manifest's policy when the tenant has none or its current version differs (the session
+    is bound to the tenant). The SLA service's own publish: the API's checks, the version numbering, the
+    audit event."""
+    current = await SlaRepository(session).current_policy()
+    wanted = sla_service.policy_values(policy)
+    if current is not None:
+        differences = _policy_differences(sla_service.stored_policy_values(current), wanted)
+        if not differences:
+            return Change("=", "sla_policy", tenant.slug, f"{current.name!r} (version {current.version})")
+    actor = session.info.get(ACTOR_KEY) or ACTOR
+    published = await sla_service.publish_policy(session, str(actor), policy, tenant.id)
+    key = f"{published.name!r} (version {published.version})"
+    if current is None:
+        return Change("+", "sla_policy", tenant.slug, key)
+    return Change("~", "sla_policy", tenant.slug, key, tuple(differences))
 
 
 async def apply_manifests(
