@@ -19,7 +19,7 @@ from msp_platform.incidents.endpoints import (
     PriorityMatrixController,
 )
 from msp_platform.integrations.endpoints import WebhookController
-from msp_platform.oncall.endpoints import OncallFeedController, OncallScheduleController
+from msp_platform.oncall.endpoints import MyOncallController, OncallFeedController, OncallScheduleController
 from msp_platform.reports.endpoints import ReportController
 from msp_platform.sites.endpoints import SiteController
 from msp_platform.sla.endpoints import SlaController
@@ -44,4 +44,5 @@ API_CONTROLLERS: list[Any] = [
     ReportController,
     OncallScheduleController,
     OncallFeedController,
+    MyOncallController,
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +12,7 @@ from msp_platform.auth.principal import Principal
 from msp_platform.auth.scopes import Role
 from msp_platform.authz.types import AccessibleTenantId, TenantContext
 from msp_platform.kit.errors import NotFound
-from msp_platform.models.staff import StaffGrant
+from msp_platform.models.staff import StaffGrant, StaffMember, StaffRole
 from msp_platform.models.tenant import Tenant, TenantStatus
 
 TENANT_HEADER = "MSP-Tenant"
@@ -51,18 +52,42 @@ async def staff_tenants(
     """Tenants a staff member may act on: every open tenant for MSP admins; granted ones (and, where the grant
     says so, their descendants) for agents. Offboarded tenants only when asked (their data is kept, but
     day-to-day work does not see them)."""
-    repo = AuthzRepository(session)
+    return await _granted_tenants(
+        AuthzRepository(session),
+        principal.staff_id,
+        is_admin=principal.role is Role.msp_admin,
+        include_offboarded=include_offboarded,
+    )
+
+
+async def staff_member_tenants(session: AsyncSession, staff_id: uuid.UUID) -> frozenset[uuid.UUID]:
+    """Open tenants a staff member may act on *now*, by their stored role and grants: for credentials that
+    outlive the request that issued them (calendar feed tokens). Empty for unknown or deactivated staff."""
+    member = await session.get(StaffMember, staff_id)
+    if member is None or not member.active:
+        return frozenset()
+    return await _granted_tenants(
+        AuthzRepository(session),
+        staff_id,
+        is_admin=member.role == StaffRole.msp_admin,
+        include_offboarded=False,
+    )
+
+
+async def _granted_tenants(
+    repo: AuthzRepository, staff_id: uuid.UUID | None, *, is_admin: bool, include_offboarded: bool
+) -> frozenset[uuid.UUID]:
     tenants = await repo.open_tenants(include_offboarded=include_offboarded)
-    if principal.role is Role.msp_admin:
+    if is_admin:
         return frozenset(t for t, _ in tenants)
-    assert principal.staff_id is not None
+    assert staff_id is not None
     children: dict[uuid.UUID, list[uuid.UUID]] = {}
     for tenant_id, parent_id in tenants:
         if parent_id is not None:
             children.setdefault(parent_id, []).append(tenant_id)
     open_ids = {t for t, _ in tenants}
     result: set[uuid.UUID] = set()
-    for tenant_id, include_children in await repo.grants(principal.staff_id):
+    for tenant_id, include_children in await repo.grants(staff_id):
         stack = [tenant_id]
         while stack:
             current = stack.pop()
@@ -116,6 +141,13 @@ async def resolve_tenant_context(
 def system_tenant_context(tenant_id: uuid.UUID) -> TenantContext:
     """For background jobs: the job's message names the tenant it was enqueued for by an authorized request."""
     return TenantContext.single(AccessibleTenantId(tenant_id))
+
+
+def cross_tenant_read_context(tenant_ids: Iterable[uuid.UUID]) -> TenantContext:
+    """A read-only view over several tenants, for one person's own data across them (their on-call
+    calendar). ``tenant_ids`` must come from this module's checks (``staff_tenants``,
+    ``staff_member_tenants``) or be the tenant of a tenant-bound caller."""
+    return TenantContext(tenant_id=None, readable=frozenset(AccessibleTenantId(t) for t in tenant_ids))
 
 
 async def bind_tenant(

@@ -1,5 +1,6 @@
 """/api/v1/oncall: on-call schedules (layers, overrides), the computed schedule, who is on call, gaps,
-publishing, and iCalendar feeds (authenticated, and public by feed token for calendar subscriptions)."""
+publishing, and iCalendar feeds (authenticated, and public by feed token for calendar subscriptions).
+/api/v1/me/oncall: the caller's own shifts across every schedule and tenant (calendar, list, feed tokens)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,13 @@ from msp_platform.oncall.schemas import (
     GapsOut,
     LayerOut,
     LayersIn,
+    MyShiftOut,
+    MyShiftsOut,
     OnCallOut,
     OverrideCreate,
     OverrideOut,
+    PersonalFeedTokenCreate,
+    PersonalFeedTokenOut,
     PersonOut,
     RestrictionOut,
     ScheduleCreate,
@@ -56,6 +61,7 @@ To = Annotated[datetime | None, QueryParameter(name="to", description="Window en
 Weeks = Annotated[int, QueryParameter(ge=1, le=service.MAX_WEEKS, description="Weeks ahead to check.")]
 CALENDAR = "text/calendar; charset=utf-8"
 FEED_PATH = "/api/v1/oncall/feeds"
+ME_PATH = "/api/v1/me/oncall"
 
 
 def person_out(p: service.OnCallPerson, names: dict[str, str]) -> PersonOut:
@@ -150,6 +156,12 @@ def _secret(request: Request[Any, Any, Any]) -> bytes:
     return services_of(request.app).settings.resolved_secret_key()
 
 
+def _feed_urls(request: Request[Any, Any, Any], token: str) -> tuple[str, str]:
+    base = services_of(request.app).settings.issuer.rstrip("/")
+    url = f"{base}{FEED_PATH}/{token}/calendar.ics"
+    return url, "webcal://" + url.split("://", 1)[1]
+
+
 def _calendar(request: Request[Any, Any, Any], body: bytes, filename: str) -> Response[bytes]:
     import hashlib
 
@@ -166,6 +178,9 @@ def _calendar(request: Request[Any, Any, Any], body: bytes, filename: str) -> Re
 
 READ = protected(Scope.oncall_read)
 WRITE = protected(Scope.oncall_write)
+# The caller's own shifts: any signed-in person, whatever their role's scopes (integrations are refused in
+# service.person_of). A plain tenant user in a rotation needs their calendar without reading every schedule.
+MINE = protected()
 
 
 class OncallScheduleController(Controller):
@@ -497,13 +512,12 @@ class OncallScheduleController(Controller):
             person=data.person,
             expires_in_days=data.expires_in_days,
         )
-        base = services_of(request.app).settings.issuer.rstrip("/")
-        url = f"{base}{FEED_PATH}/{issued.token}/calendar.ics"
+        url, webcal_url = _feed_urls(request, issued.token)
         names = await service.person_names(session, [issued.person] if issued.person else [])
         return FeedTokenOut(
             token=issued.token,
             url=url,
-            webcal_url="webcal://" + url.split("://", 1)[1],
+            webcal_url=webcal_url,
             schedule_id=schedule.id,
             person=person_out(issued.person, names) if issued.person else None,
             issued_at=issued.issued_at,
@@ -549,7 +563,8 @@ class OncallFeedController(Controller):
         "/{token:str}/calendar.ics",
         opt={"public": True, "idempotent": False},
         summary="Subscribed calendar feed (public: the token is the credential)",
-        description="An unknown, expired or revoked token is a 404.",
+        description="A schedule's feed, one person's shifts in a schedule, or a person's own shifts across "
+        f"every schedule (issued at `{ME_PATH}/feed-tokens`). An unknown, expired or revoked token is a 404.",
         media_type=CALENDAR,
     )
     async def feed(
@@ -557,3 +572,120 @@ class OncallFeedController(Controller):
     ) -> Response[bytes]:
         opened = await service.open_feed(session, _secret(request), token)
         return _calendar(request, opened.body, "oncall.ics")
+
+
+class MyOncallController(Controller):
+    """The caller's own on-call shifts, across every schedule and every tenant they can see: MSP staff
+    over all the tenants their role and grants reach (the MSP-Tenant header is not needed and does not
+    narrow it), tenant users over their own tenant. Only schedules in force count (those with a published
+    version; see ``service.personal_shifts``)."""
+
+    path = ME_PATH
+    tags = ["On-call"]
+    dependencies = DEPENDENCIES
+
+    @get(
+        "/calendar.ics",
+        summary="iCalendar of my on-call shifts across every schedule and tenant",
+        description=f"From {service.FEED_DAYS_BEHIND} days ago to {service.FEED_WEEKS_AHEAD} weeks ahead, over "
+        "every published schedule (a schedule edited since it was published counts with its published "
+        "version; never-published drafts are left out). Each event names the schedule and the tenant. "
+        f"Calendar apps cannot send an access token: subscribe them to a `{ME_PATH}/feed-tokens` URL.",
+        media_type=CALENDAR,
+        **MINE,
+    )
+    async def calendar(
+        self, request: Request[Any, Any, Any], session: Session, principal: Caller
+    ) -> Response[bytes]:
+        person = service.person_of(principal)
+        tenants = await service.bind_personal_scope(session, person, principal.tenant_id)
+        return _calendar(
+            request, await service.render_personal_feed(session, person, tenants), "my-oncall.ics"
+        )
+
+    @get(
+        "/shifts",
+        summary="My on-call shifts in a window, across every schedule and tenant",
+        description="`from` defaults to now, `to` to `from` + 7 days; at most "
+        f"{service.MAX_PERSONAL_WINDOW.days} days. The same schedules as `calendar.ics`, in time order.",
+        **MINE,
+    )
+    async def shifts(
+        self, session: Session, principal: Caller, from_: From = None, to: To = None
+    ) -> MyShiftsOut:
+        require_aware(**{"from": from_, "to": to})
+        person = service.person_of(principal)
+        start = from_ or utcnow()
+        end = to or start + service.DEFAULT_WINDOW
+        service.check_personal_window(start, end)
+        tenants = await service.bind_personal_scope(session, person, principal.tenant_id)
+        found = await service.personal_shifts(session, person, tenants, start, end)
+        names = await service.person_names(session, [person])
+        return MyShiftsOut(
+            person=person_out(person, names),
+            window_start=start,
+            window_end=end,
+            shifts=[
+                MyShiftOut(
+                    start_at=p.start,
+                    end_at=p.end,
+                    tenant_id=p.tenant.id,
+                    tenant_name=p.tenant.name,
+                    schedule_id=p.schedule.id,
+                    schedule_name=p.schedule.name,
+                    schedule_version=p.version,
+                    source=p.source,
+                    layer_name=p.layer_name,
+                )
+                for p in found.shifts
+            ],
+        )
+
+    @post(
+        "/feed-tokens",
+        summary="Issue a subscription URL for my on-call calendar (shown once)",
+        description="The URL's token is the credential (calendar apps cannot do OAuth): treat it like a "
+        "password. It stops working when it expires, is revoked, or you are deactivated or lose access to "
+        "every tenant; losing access to one tenant drops that tenant's shifts from it.",
+        **MINE,
+    )
+    async def issue_feed_token(
+        self,
+        request: Request[Any, Any, Any],
+        session: Session,
+        principal: Caller,
+        data: JSONBody[PersonalFeedTokenCreate],
+    ) -> PersonalFeedTokenOut:
+        issued = await service.issue_personal_feed_token(
+            _secret(request), principal, expires_in_days=data.expires_in_days
+        )
+        assert issued.person is not None
+        url, webcal_url = _feed_urls(request, issued.token)
+        names = await service.person_names(session, [issued.person])
+        return PersonalFeedTokenOut(
+            token=issued.token,
+            url=url,
+            webcal_url=webcal_url,
+            person=person_out(issued.person, names),
+            issued_at=issued.issued_at,
+            expires_at=issued.expires_at,
+        )
+
+    @post(
+        "/feed-tokens/revoke",
+        status_code=204,
+        summary="Revoke one of my calendar subscription URLs (present its token)",
+        **MINE,
+    )
+    async def revoke_feed_token(
+        self,
+        request: Request[Any, Any, Any],
+        session: Session,
+        principal: Caller,
+        data: JSONBody[FeedTokenRevoke],
+    ) -> None:
+        await service.revoke_personal_feed_token(session, _secret(request), principal, data.token)
+
+    @delete("/feed-tokens", summary="Revoke every calendar subscription URL I was issued so far", **MINE)
+    async def revoke_all_feed_tokens(self, session: Session, principal: Caller) -> None:
+        await service.revoke_all_personal_feed_tokens(session, principal)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from icalendar import Calendar, Event
@@ -33,6 +34,19 @@ def shift_uid(uid_namespace: str, person: str, start: datetime) -> str:
     return str(uuid.uuid5(_UID_ROOT, f"{uid_namespace}\x1f{person}\x1f{_utc(start).isoformat()}"))
 
 
+@dataclass(frozen=True, slots=True)
+class CalendarEntry:
+    """One event of a feed that mixes several schedules (a person's own calendar): each entry carries the
+    UID namespace of its schedule and its own summary."""
+
+    uid_namespace: str
+    person: str
+    start: datetime
+    end: datetime
+    summary: str
+    description: str | None = None
+
+
 def render_ical(
     calendar_name: str,
     shifts: Iterable[Shift],
@@ -46,37 +60,75 @@ def render_ical(
     so the same shift in two feeds a user subscribes to does not collide. `dtstamp` defaults to now;
     pass a fixed value to get byte-identical output (ETags)."""
     names = person_names or {}
+    ordered = sorted(
+        ((_utc(s.start), _utc(s.end), s) for s in shifts),
+        key=lambda item: (item[0], item[1], item[2].person, item[2].source),
+    )
+    entries = [
+        CalendarEntry(
+            uid_namespace,
+            shift.person,
+            start,
+            end,
+            f"On call: {names.get(shift.person, shift.person)} ({shift.source})",
+        )
+        for start, end, shift in ordered
+    ]
+    return _render(calendar_name, entries, calendar_uid=uid_namespace, prodid=prodid, dtstamp=dtstamp)
+
+
+def render_entries(
+    calendar_name: str,
+    entries: Iterable[CalendarEntry],
+    *,
+    calendar_uid: str,
+    prodid: str = DEFAULT_PRODID,
+    dtstamp: datetime | None = None,
+) -> bytes:
+    """A feed of entries from several schedules, in time order; each UID comes from the entry's own
+    namespace, so an entry keeps its UID whatever else the feed holds."""
+    ordered = sorted(
+        entries, key=lambda e: (_utc(e.start), _utc(e.end), e.uid_namespace, e.person, e.summary)
+    )
+    return _render(calendar_name, ordered, calendar_uid=calendar_uid, prodid=prodid, dtstamp=dtstamp)
+
+
+def _render(
+    calendar_name: str,
+    entries: Iterable[CalendarEntry],
+    *,
+    calendar_uid: str,
+    prodid: str,
+    dtstamp: datetime | None,
+) -> bytes:
     stamp = _utc(dtstamp if dtstamp is not None else datetime.now(UTC))
     calendar = Calendar.new(
         name=calendar_name,
         prodid=prodid,
         method="PUBLISH",
         calscale="GREGORIAN",
-        uid=uuid.uuid5(_UID_ROOT, uid_namespace),
+        uid=uuid.uuid5(_UID_ROOT, calendar_uid),
     )
     seen: dict[str, int] = {}
-    ordered = sorted(
-        ((_utc(s.start), _utc(s.end), s) for s in shifts),
-        key=lambda item: (item[0], item[1], item[2].person, item[2].source),
-    )
-    for start, end, shift in ordered:
+    for entry in entries:
+        start, end = _utc(entry.start), _utc(entry.end)
         if end <= start:
             continue
-        uid = shift_uid(uid_namespace, shift.person, start)
+        uid = shift_uid(entry.uid_namespace, entry.person, start)
         # Only a caller mixing feeds (e.g. several layers' shifts) can repeat person+start; suffix the
         # repeats deterministically rather than emit duplicate UIDs, which clients treat as one event.
         repeat = seen.get(uid, 0)
         seen[uid] = repeat + 1
         if repeat:
             uid = f"{uid}-{repeat}"
-        display = names.get(shift.person, shift.person)
         calendar.add_component(
             Event.new(
                 uid=uid,
                 stamp=stamp,
                 start=start,
                 end=end,
-                summary=f"On call: {display} ({shift.source})",
+                summary=entry.summary,
+                description=entry.description,
                 # Being on call is not being busy; an opaque week-long event would block free/busy lookups.
                 transparency=TRANSP.TRANSPARENT,
             )

@@ -68,6 +68,18 @@ class OncallRepository:
             self.session, stmt, ordering=SCHEDULE_ORDER, limit=limit, cursor=cursor, scope="oncall-schedules"
         )
 
+    async def in_force(self) -> list[OncallSchedule]:
+        """Schedules with a published version (published now, or published and edited since), in every
+        readable tenant, ordered by tenant and name."""
+        rows = await self.session.scalars(
+            select(OncallSchedule)
+            .where(
+                or_(OncallSchedule.published_at.is_not(None), OncallSchedule.published_version.is_not(None))
+            )
+            .order_by(OncallSchedule.tenant_id, OncallSchedule.name, OncallSchedule.id)
+        )
+        return list(rows)
+
     async def used_by_escalations(self, schedule_id: uuid.UUID) -> bool:
         used = await self.session.scalar(select(exists().where(EscalationTarget.schedule_id == schedule_id)))
         return bool(used)
@@ -114,6 +126,23 @@ class OncallRepository:
         if end is not None:
             stmt = stmt.where(OncallOverride.start_at < end)
         rows = await self.session.scalars(stmt.order_by(OncallOverride.created_at, OncallOverride.id))
+        return list(rows)
+
+    async def overrides_of(
+        self, schedule_ids: Sequence[uuid.UUID], start: datetime, end: datetime
+    ) -> list[OncallOverride]:
+        """Overrides of these schedules overlapping ``[start, end)``, per schedule in creation order."""
+        if not schedule_ids:
+            return []
+        rows = await self.session.scalars(
+            select(OncallOverride)
+            .where(
+                OncallOverride.schedule_id.in_(schedule_ids),
+                OncallOverride.end_at > start,
+                OncallOverride.start_at < end,
+            )
+            .order_by(OncallOverride.schedule_id, OncallOverride.created_at, OncallOverride.id)
+        )
         return list(rows)
 
     async def all_overrides(self, schedule_id: uuid.UUID) -> list[OncallOverride]:
@@ -187,6 +216,13 @@ class OncallRepository:
             return {}
         rows = await self.session.scalars(select(StaffMember).where(StaffMember.id.in_(wanted)))
         return {s.id: s for s in rows}
+
+    async def tenants(self, tenant_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Tenant]:
+        wanted = set(tenant_ids)
+        if not wanted:
+            return {}
+        rows = await self.session.scalars(select(Tenant).where(Tenant.id.in_(wanted)))
+        return {t.id: t for t in rows}
 
     async def tenant(self, tenant_id: uuid.UUID) -> Tenant | None:
         found: Tenant | None = await self.session.scalar(select(Tenant).where(Tenant.id == tenant_id))

@@ -207,3 +207,43 @@ class FeedTokenOut(msgspec.Struct, kw_only=True):
     person: PersonOut | None
     issued_at: datetime
     expires_at: datetime
+
+
+# --- the caller's own on-call shifts (/api/v1/me/oncall) ---------------------------------------------------
+
+
+class PersonalFeedTokenCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    expires_in_days: int = 365
+
+
+class PersonalFeedTokenOut(msgspec.Struct, kw_only=True):
+    """Shown once: the token is the credential of the feed URL. It serves the caller's shifts across every
+    schedule and tenant, and stops when it expires, is revoked, or the caller is deactivated or loses access
+    to every tenant."""
+
+    token: str
+    url: str
+    webcal_url: str
+    person: PersonOut
+    issued_at: datetime
+    expires_at: datetime
+
+
+class MyShiftOut(msgspec.Struct, kw_only=True):
+    start_at: datetime
+    end_at: datetime
+    tenant_id: uuid.UUID
+    tenant_name: str
+    schedule_id: uuid.UUID
+    schedule_name: str
+    # The schedule version the shift comes from (the published one).
+    schedule_version: int | None
+    source: Literal["layer", "override"]
+    layer_name: str | None
+
+
+class MyShiftsOut(msgspec.Struct, kw_only=True):
+    person: PersonOut
+    window_start: datetime
+    window_end: datetime
+    shifts: list[MyShiftOut]

@@ -31,17 +31,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from msp_platform.audit.service import label
 from msp_platform.auth.principal import Principal, PrincipalKind
-from msp_platform.authz.service import staff_with_access, system_tenant_context
+from msp_platform.authz.service import (
+    cross_tenant_read_context,
+    staff_member_tenants,
+    staff_with_access,
+    system_tenant_context,
+)
 from msp_platform.db.session import set_tenant_context
 from msp_platform.kit.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed, problem_type
 from msp_platform.kit.ids import new_id
+from msp_platform.kit.logging import get_logger
 from msp_platform.kit.params import EARLIEST, LATEST
 from msp_platform.kit.patch import assign
 from msp_platform.kit.time import utcnow
 from msp_platform.kit.validation import raise_if, text_errors, timezone_errors
 from msp_platform.models.oncall import OncallLayer, OncallLayerMember, OncallOverride, OncallSchedule
-from msp_platform.models.tenant import TenantStatus
-from msp_platform.oncall.ical import render_ical
+from msp_platform.models.tenant import Tenant, TenantStatus
+from msp_platform.oncall.ical import CalendarEntry, render_entries, render_ical
 from msp_platform.oncall.repository import OncallRepository
 from msp_platform.oncall.schedule import (
     OVERRIDE_SOURCE,
@@ -58,6 +64,8 @@ from msp_platform.oncall.schedule import (
     validate_overrides,
 )
 from msp_platform.oncall.schemas import LayerIn, OverrideCreate, PersonRef, ScheduleCreate
+
+log = get_logger(__name__)
 
 MAX_LAYERS = 20
 MAX_PARTICIPANTS = 100
@@ -575,8 +583,18 @@ async def _definition(
     """The schedule as engine input; only overrides that can matter in ``[start, end)`` are loaded."""
     repo = OncallRepository(session)
     layer_rows = await repo.layers([schedule.id])
+    members = await repo.members([layer.id for layer in layer_rows])
+    return _build_definition(layer_rows, members, await repo.overrides_between(schedule.id, start, end))
+
+
+def _build_definition(
+    layer_rows: Sequence[OncallLayer],
+    member_rows: Sequence[OncallLayerMember],
+    override_rows: Sequence[OncallOverride],
+) -> _Definition:
+    """One schedule's rows (layers by position, members by position, overrides in creation order)."""
     members: dict[uuid.UUID, list[OncallLayerMember]] = {}
-    for m in await repo.members([layer.id for layer in layer_rows]):
+    for m in member_rows:
         members.setdefault(m.layer_id, []).append(m)
     layers = [
         Layer(
@@ -590,7 +608,6 @@ async def _definition(
         )
         for row in layer_rows
     ]
-    override_rows = await repo.overrides_between(schedule.id, start, end)
     by_person: dict[str, list[OncallOverride]] = {}
     for o in override_rows:
         by_person.setdefault(OnCallPerson.of(o).key, []).append(o)
@@ -925,6 +942,12 @@ async def paging_on_call(session: AsyncSession, schedule_id: uuid.UUID, at: date
 # the tenant and that the feed's person is still valid. Every failure is the same 404.
 # Revocation: one token (present it) or every token of a schedule issued so far; deny entries live until
 # the tokens they deny would have expired.
+#
+# Personal feeds (one person's shifts across every schedule and tenant, ``scope`` "personal") use the same
+# token, MAC and deny list: tenant is the user's tenant (empty for staff), schedule is empty, and person and
+# issuer are the person themself. Opening one re-derives the person's tenants at that moment (staff: their
+# stored role and grants; users: their own tenant, if active), so a deactivated person's feed is a 404 and
+# a lost grant drops that tenant's shifts (all grants lost: a 404). "Revoke all" is per person.
 
 FEED_PREFIX = "mspcal_"
 FEED_VERSION = 1
@@ -932,6 +955,8 @@ MAX_FEED_DAYS = 730
 _FEED_RE = re.compile(r"^mspcal_([A-Za-z0-9_-]{20,400})\.([A-Za-z0-9_-]{43})$")
 _DENY_ONE = "oncall-feed:"
 _DENY_ALL = "oncall-feeds:"
+SCOPE_SCHEDULE = "schedule"
+SCOPE_PERSONAL = "personal"
 _UNKNOWN_FEED = "No such calendar feed (the link is wrong, expired or was revoked)."
 
 
@@ -944,12 +969,14 @@ class _FeedClaims(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     issued_ms: int
     expires: int
     nonce: bytes
+    # Trailing with a default: tokens issued before personal feeds existed decode as schedule feeds.
+    scope: str = SCOPE_SCHEDULE
 
 
 @dataclass(frozen=True, slots=True)
 class FeedToken:
     token: str
-    schedule_id: uuid.UUID
+    schedule_id: uuid.UUID | None
     person: OnCallPerson | None
     issued_at: datetime
     expires_at: datetime
@@ -985,7 +1012,20 @@ def _verify(secret: bytes, token: str) -> _FeedClaims | None:
         claims = msgspec.msgpack.decode(_unb64(match.group(1)), type=_FeedClaims)
     except (msgspec.DecodeError, binascii.Error, ValueError):
         return None
-    if claims.version != FEED_VERSION or len(claims.tenant_id) != 16 or len(claims.schedule_id) != 16:
+    if claims.version != FEED_VERSION:
+        return None
+    if claims.scope == SCOPE_SCHEDULE:
+        if len(claims.tenant_id) != 16 or len(claims.schedule_id) != 16:
+            return None
+    elif claims.scope == SCOPE_PERSONAL:
+        if (
+            claims.schedule_id
+            or claims.person is None
+            or claims.person != claims.issuer
+            or len(claims.tenant_id) not in (0, 16)
+        ):
+            return None
+    else:
         return None
     return claims
 
@@ -1038,6 +1078,7 @@ async def revoke_feed_token(
     claims = _verify(secret, token.strip())
     if (
         claims is None
+        or claims.scope != SCOPE_SCHEDULE
         or uuid.UUID(bytes=claims.tenant_id) != schedule.tenant_id
         or uuid.UUID(bytes=claims.schedule_id) != schedule.id
     ):
@@ -1075,9 +1116,19 @@ async def _issuer_valid(session: AsyncSession, issuer: str, tenant_id: uuid.UUID
 
 @dataclass(frozen=True, slots=True)
 class Feed:
-    schedule: OncallSchedule
+    schedule: OncallSchedule | None  # None for a personal feed (every schedule the person is in)
     person: OnCallPerson | None
     body: bytes
+
+
+def _denied(claims: _FeedClaims, entries: Sequence[str]) -> bool:
+    for entry in entries:
+        if entry.startswith(_DENY_ONE):
+            return True
+        cutoff = entry.rsplit(":", 1)[1]
+        if cutoff.isdigit() and claims.issued_ms <= int(cutoff):
+            return True
+    return False
 
 
 async def open_feed(session: AsyncSession, secret: bytes, token: str) -> Feed:
@@ -1085,6 +1136,8 @@ async def open_feed(session: AsyncSession, secret: bytes, token: str) -> Feed:
     claims = _verify(secret, token)
     if claims is None or claims.expires <= utcnow().timestamp():
         raise NotFound(_UNKNOWN_FEED)
+    if claims.scope == SCOPE_PERSONAL:
+        return await _open_personal_feed(session, claims)
     tenant_id = uuid.UUID(bytes=claims.tenant_id)
     schedule_id = uuid.UUID(bytes=claims.schedule_id)
     repo = OncallRepository(session)
@@ -1092,13 +1145,8 @@ async def open_feed(session: AsyncSession, secret: bytes, token: str) -> Feed:
     if tenant is None or tenant.status != TenantStatus.active:
         raise NotFound(_UNKNOWN_FEED)
     await set_tenant_context(session, system_tenant_context(tenant_id))
-    denied = await repo.denied([_DENY_ONE + claims.nonce.hex()], f"{_DENY_ALL}{schedule_id.hex}:")
-    for entry in denied:
-        if entry.startswith(_DENY_ONE):
-            raise NotFound(_UNKNOWN_FEED)
-        cutoff = entry.rsplit(":", 1)[1]
-        if cutoff.isdigit() and claims.issued_ms <= int(cutoff):
-            raise NotFound(_UNKNOWN_FEED)
+    if _denied(claims, await repo.denied([_DENY_ONE + claims.nonce.hex()], f"{_DENY_ALL}{schedule_id.hex}:")):
+        raise NotFound(_UNKNOWN_FEED)
     schedule = await repo.get(schedule_id)
     if schedule is None or not await _issuer_valid(session, claims.issuer, tenant_id):
         raise NotFound(_UNKNOWN_FEED)
@@ -1113,14 +1161,18 @@ async def open_feed(session: AsyncSession, secret: bytes, token: str) -> Feed:
     return Feed(schedule, person, await render_feed(session, schedule, person))
 
 
+def feed_window() -> tuple[datetime, datetime]:
+    """From a week ago to 12 weeks ahead, on day boundaries (UTC)."""
+    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=FEED_DAYS_BEHIND), today + timedelta(weeks=FEED_WEEKS_AHEAD)
+
+
 async def render_feed(session: AsyncSession, schedule: OncallSchedule, person: OnCallPerson | None) -> bytes:
     """iCalendar of the schedule (or one person's shifts in it) from a week ago to 12 weeks ahead.
 
     The window starts at a day boundary and DTSTAMP is the schedule's last change, so the feed's bytes
     (and ETag) only change when the schedule does or a day passes."""
-    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    start = today - timedelta(days=FEED_DAYS_BEHIND)
-    end = today + timedelta(weeks=FEED_WEEKS_AHEAD)
+    start, end = feed_window()
     defn = await _definition(session, schedule, start, end)
     try:
         shifts = compute_schedule(defn.layers, defn.overrides, start, end).shifts
@@ -1138,3 +1190,261 @@ async def render_feed(session: AsyncSession, schedule: OncallSchedule, person: O
     return render_ical(
         title, shifts, uid_namespace=namespace, person_names=names, dtstamp=schedule.updated_at
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Personal calendars: one person's shifts across every schedule they are in, in every tenant they may see
+#
+# Only schedules in force count: those with a published version. A schedule published as it stands is
+# computed from its current rows (identical to the published version, and including overrides that have
+# already ended); a schedule edited since it was published is computed from its frozen published version,
+# which is what escalations page from. Drafts never published are not in force and are left out.
+
+MAX_PERSONAL_WINDOW = timedelta(days=92)
+
+
+def person_of(principal: Principal) -> OnCallPerson:
+    """The caller as an on-call person; integrations have no shifts of their own."""
+    if principal.kind not in (PrincipalKind.staff, PrincipalKind.user):
+        raise Forbidden("Personal on-call calendars belong to people (staff or users), not integrations.")
+    return OnCallPerson(principal.staff_id, principal.user_id)
+
+
+async def bind_personal_scope(
+    session: AsyncSession, person: OnCallPerson, user_tenant: uuid.UUID | None
+) -> dict[uuid.UUID, Tenant]:
+    """The active tenants whose schedules count for ``person`` right now, and bind ``session`` to a
+    read-only view of exactly those. Staff: the tenants their stored role and grants reach (none once
+    deactivated); users: their own tenant (``user_tenant``), while they are active. Empty means no calendar.
+    """
+    repo = OncallRepository(session)
+    if person.staff_id is not None:
+        ids: frozenset[uuid.UUID] = await staff_member_tenants(session, person.staff_id)
+    else:
+        ids = frozenset()
+        if user_tenant is not None and person.user_id is not None:
+            await set_tenant_context(session, system_tenant_context(user_tenant))
+            user = (await repo.users([person.user_id])).get(person.user_id)
+            if user is not None and user.active and user.tenant_id == user_tenant:
+                ids = frozenset({user_tenant})
+    tenants = {t.id: t for t in (await repo.tenants(ids)).values() if t.status == TenantStatus.active}
+    await set_tenant_context(session, cross_tenant_read_context(tenants))
+    return tenants
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalShift:
+    start: datetime
+    end: datetime
+    schedule: OncallSchedule
+    tenant: Tenant
+    source: Literal["layer", "override"]
+    layer_name: str | None
+    version: int | None  # the schedule version the shift comes from
+
+    @property
+    def label(self) -> str:
+        return f"On call: {self.schedule.name} ({self.tenant.name}, {self.layer_name or 'override'})"
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalShifts:
+    shifts: list[PersonalShift]
+    # The schedules the person is in (with or without a shift in the window).
+    schedules: list[OncallSchedule]
+
+
+def _involves(key: str, layers: Sequence[Layer], overrides: Sequence[Override]) -> bool:
+    return any(key in layer.participants for layer in layers) or any(o.person == key for o in overrides)
+
+
+async def personal_shifts(
+    session: AsyncSession,
+    person: OnCallPerson,
+    tenants: dict[uuid.UUID, Tenant],
+    start: datetime,
+    end: datetime,
+) -> PersonalShifts:
+    """``person``'s shifts in ``[start, end)`` over the schedules in force of ``tenants`` (the session must be
+    bound by ``bind_personal_scope``), in time order."""
+    repo = OncallRepository(session)
+    schedules = [s for s in await repo.in_force() if s.tenant_id in tenants]
+    live = [s for s in schedules if s.published_at is not None]
+    layer_rows: dict[uuid.UUID, list[OncallLayer]] = {}
+    for layer in await repo.layers([s.id for s in live]):
+        layer_rows.setdefault(layer.schedule_id, []).append(layer)
+    members: dict[uuid.UUID, list[OncallLayerMember]] = {}
+    for m in await repo.members([layer.id for rows in layer_rows.values() for layer in rows]):
+        members.setdefault(m.layer_id, []).append(m)
+    override_rows: dict[uuid.UUID, list[OncallOverride]] = {}
+    for o in await repo.overrides_of([s.id for s in live], start, end):
+        override_rows.setdefault(o.schedule_id, []).append(o)
+
+    found: list[PersonalShift] = []
+    involved: list[OncallSchedule] = []
+    for schedule in schedules:
+        version: int | None
+        if schedule.published_at is not None:
+            rows = layer_rows.get(schedule.id, [])
+            defn = _build_definition(
+                rows,
+                [m for layer in rows for m in members.get(layer.id, [])],
+                override_rows.get(schedule.id, []),
+            )
+            layers, overrides, version = defn.layers, defn.overrides, schedule.version
+        elif schedule.published_snapshot is not None:
+            layers, overrides = _engine_input(schedule.published_snapshot, start, end)
+            version = schedule.published_version
+        else:
+            continue
+        if not _involves(person.key, layers, overrides):
+            continue
+        involved.append(schedule)
+        try:
+            computed = compute_schedule(layers, overrides, start, end).shifts
+        except (ScheduleError, OverflowError, ValueError) as exc:
+            # A stored schedule was valid when saved; one that no longer computes must not take the
+            # person's other schedules down with it.
+            log.warning(
+                "personal calendar skips a schedule", schedule_id=str(schedule.id), error=str(exc)[:200]
+            )
+            continue
+        tenant = tenants[schedule.tenant_id]
+        for shift in computed:
+            if shift.person != person.key:
+                continue
+            is_override = shift.source == OVERRIDE_SOURCE
+            found.append(
+                PersonalShift(
+                    start=shift.start,
+                    end=shift.end,
+                    schedule=schedule,
+                    tenant=tenant,
+                    source="override" if is_override else "layer",
+                    layer_name=None if is_override else shift.source,
+                    version=version,
+                )
+            )
+    found.sort(key=lambda p: (p.start, p.end, p.tenant.name, p.schedule.name, p.schedule.id))
+    return PersonalShifts(found, involved)
+
+
+def check_personal_window(start: datetime, end: datetime) -> None:
+    errors: list[FieldError] = []
+    if end <= start:
+        errors.append(FieldError("to", "must be after from"))
+    elif end - start > MAX_PERSONAL_WINDOW:
+        errors.append(FieldError("to", f"the window is at most {MAX_PERSONAL_WINDOW.days} days"))
+    raise_if(errors, "The window is invalid.")
+
+
+def personal_uid_namespace(person: OnCallPerson, schedule_id: uuid.UUID) -> str:
+    """Per (person, schedule): with the shift start in the UID, an event is stable per (schedule, person,
+    start) and distinct from the same shift in the schedule's own feeds."""
+    return f"me:{person.key}:schedule:{schedule_id}"
+
+
+async def render_personal_feed(
+    session: AsyncSession, person: OnCallPerson, tenants: dict[uuid.UUID, Tenant]
+) -> bytes:
+    """iCalendar of the person's shifts over every schedule in force in ``tenants``, in the window of the
+    schedule feeds. DTSTAMP is the latest change of the schedules (and their tenants) the person is in, so
+    the bytes (and ETag) change only when one of them does or a day passes."""
+    start, end = feed_window()
+    found = await personal_shifts(session, person, tenants, start, end)
+    display = (await person_names(session, [person])).get(person.key)
+    entries = [
+        CalendarEntry(
+            uid_namespace=personal_uid_namespace(person, p.schedule.id),
+            person=person.key,
+            start=p.start,
+            end=p.end,
+            summary=p.label,
+            description=f"Schedule: {p.schedule.name}\nTenant: {p.tenant.name}\n"
+            + (f"Layer: {p.layer_name}" if p.layer_name else "Override"),
+        )
+        for p in found.shifts
+    ]
+    stamps = [s.updated_at for s in found.schedules]
+    stamps += [tenants[s.tenant_id].updated_at for s in found.schedules]
+    return render_entries(
+        f"{display}: on call" if display else "On call",
+        entries,
+        calendar_uid=f"me:{person.key}",
+        dtstamp=max(stamps, default=start),
+    )
+
+
+def _personal_deny_prefix(person: OnCallPerson) -> str:
+    # "s"/"u" are not hex digits, so these never match a schedule's "oncall-feeds:<32 hex>:" entries.
+    subject = person.staff_id or person.user_id
+    assert subject is not None
+    return f"{_DENY_ALL}{'s' if person.staff_id is not None else 'u'}{subject.hex}:"
+
+
+async def issue_personal_feed_token(
+    secret: bytes, principal: Principal, *, expires_in_days: int
+) -> FeedToken:
+    person = person_of(principal)
+    if not 1 <= expires_in_days <= MAX_FEED_DAYS:
+        raise ValidationFailed(
+            "The feed token request is invalid.",
+            errors=[FieldError("expires_in_days", f"must be between 1 and {MAX_FEED_DAYS}")],
+        )
+    issued = utcnow()
+    expires = issued + timedelta(days=expires_in_days)
+    claims = _FeedClaims(
+        version=FEED_VERSION,
+        tenant_id=principal.tenant_id.bytes if principal.tenant_id is not None else b"",
+        schedule_id=b"",
+        person=person.key,
+        issuer=person.key,
+        issued_ms=int(issued.timestamp() * 1000),
+        expires=int(expires.timestamp()),
+        nonce=secrets.token_bytes(12),
+        scope=SCOPE_PERSONAL,
+    )
+    return FeedToken(_sign(secret, claims), None, person, issued, datetime.fromtimestamp(claims.expires, UTC))
+
+
+async def revoke_personal_feed_token(
+    session: AsyncSession, secret: bytes, principal: Principal, token: str
+) -> None:
+    """Revoke one of the caller's personal feed tokens (the caller presents it, as in RFC 7009)."""
+    person = person_of(principal)
+    claims = _verify(secret, token.strip())
+    if claims is None or claims.scope != SCOPE_PERSONAL or claims.person != person.key:
+        raise ValidationFailed(
+            "The feed token is invalid.", errors=[FieldError("token", "not a personal feed token of yours")]
+        )
+    await OncallRepository(session).deny(
+        _DENY_ONE + claims.nonce.hex(), datetime.fromtimestamp(claims.expires, UTC)
+    )
+
+
+async def revoke_all_personal_feed_tokens(session: AsyncSession, principal: Principal) -> None:
+    """Revoke every personal feed token of the caller issued until now (new ones may be issued afterwards)."""
+    person = person_of(principal)
+    now = utcnow()
+    await OncallRepository(session).deny(
+        f"{_personal_deny_prefix(person)}{int(now.timestamp() * 1000)}",
+        now + timedelta(days=MAX_FEED_DAYS + 1),
+    )
+
+
+async def _open_personal_feed(session: AsyncSession, claims: _FeedClaims) -> Feed:
+    assert claims.person is not None  # checked by _verify
+    try:
+        person = OnCallPerson.from_key(claims.person)
+    except ValueError as exc:
+        raise NotFound(_UNKNOWN_FEED) from exc
+    if (person.staff_id is None) != bool(claims.tenant_id):
+        raise NotFound(_UNKNOWN_FEED)  # a user's token names their tenant, a staff member's none
+    repo = OncallRepository(session)
+    if _denied(claims, await repo.denied([_DENY_ONE + claims.nonce.hex()], _personal_deny_prefix(person))):
+        raise NotFound(_UNKNOWN_FEED)
+    user_tenant = uuid.UUID(bytes=claims.tenant_id) if claims.tenant_id else None
+    tenants = await bind_personal_scope(session, person, user_tenant)
+    if not tenants:
+        raise NotFound(_UNKNOWN_FEED)
+    return Feed(None, person, await render_personal_feed(session, person, tenants))
