@@ -135,6 +135,73 @@ async def test_two_triggers_of_one_policy_page_once_and_one_ack_stops_it(
     assert len(await escalations_of(desk, incident["id"])) == 1
 
 
+async def set_priority(desk: Desk, incident: dict[str, Any], level: int) -> None:
+    """Impact 1 and urgency ``level`` (1..3): the default matrix gives priority ``level``."""
+    changed = await desk.client.patch(
+        f"/api/v1/incidents/{incident['id']}",
+        json={"impact": 1, "urgency": level},
+        headers=await desk.as_agent(),
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["priority"] == level
+
+
+async def test_an_incident_raised_to_a_policys_priority_is_escalated_once(
+    app: Litestar, desk: Desk, owner_db: Database
+) -> None:
+    await create_policy(desk, ladder(desk))  # P1 incidents page the agent, then L3 after 15 minutes
+    incident = await desk.raise_incident(impact=3, urgency=3)
+    await drain(app)
+    assert await escalations_of(desk, incident["id"]) == []
+
+    await set_priority(desk, incident, 2)  # from P5 to P2, still not a P1: nothing
+    await drain(app)
+    assert await escalations_of(desk, incident["id"]) == []
+
+    await set_priority(desk, incident, 1)
+    await drain(app)
+    escalations = await escalations_of(desk, incident["id"])
+    assert [(e["trigger"], e["state"]) for e in escalations] == [("raised", "active")]
+    pages = await pages_of(desk, incident["id"])
+    assert [(p["level"], who(desk, p)) for p in pages] == [(0, "agent")]
+    assert kinds(await desk.history(incident), "priority_changed", "escalation_started", "paged") == [
+        "priority_changed",
+        "priority_changed",
+        "escalation_started",
+        "paged",
+    ]
+
+    # Lowered and raised again, acknowledged or not: the policy has already run for this incident.
+    await set_priority(desk, incident, 3)
+    await set_priority(desk, incident, 1)
+    await drain(app)
+    assert len(await escalations_of(desk, incident["id"])) == 1
+    assert len(await pages_of(desk, incident["id"])) == 1
+
+
+async def test_an_incident_opened_at_the_priority_is_not_escalated_again_when_raised_back(
+    app: Litestar, desk: Desk
+) -> None:
+    await create_policy(desk, ladder(desk))
+    all_priorities = await create_policy(
+        desk,
+        ladder(
+            desk,
+            triggers=[{"type": "incident_created"}],
+            levels=[{"delay_minutes": 0, "targets": [person(desk.l3)]}],
+        ),
+    )
+    incident = await desk.raise_incident(impact=1, urgency=1)
+    await drain(app)
+    await set_priority(desk, incident, 3)
+    await set_priority(desk, incident, 1)
+    await drain(app)
+    escalations = await escalations_of(desk, incident["id"])
+    # One each: the P1 policy from "created" (not again when raised back); the any-priority policy once.
+    assert sorted(e["trigger"] for e in escalations) == ["created", "created"]
+    assert {e["policy_id"] for e in escalations} >= {all_priorities["id"]}
+
+
 async def test_two_policies_page_a_person_once_per_round_and_one_ack_stops_both(
     app: Litestar, desk: Desk, owner_db: Database
 ) -> None:

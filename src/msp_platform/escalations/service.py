@@ -406,6 +406,13 @@ def _matches(
         if priorities and payload.get("priority") not in priorities:
             return None
         return "created"
+    if kind == "incident_created" and event_type == "incident.priority_changed" and priorities:
+        # An incident raised into the policy's priorities later (a P3 that turns out to be the whole ED) is
+        # escalated as if it had been opened at that priority: once per incident, never after "created".
+        data = payload.get("data") or {}
+        if data.get("to") in priorities and data.get("from") not in priorities:
+            return "raised"
+        return None
     if kind == "after_hours" and event_type == "incident.created" and after_hours:
         if priorities and payload.get("priority") not in priorities:
             return None
@@ -484,7 +491,8 @@ async def on_incident_event(
             for e in await repo.escalations_of(incident.id, policy_id=policy.id)
             for k in e.trigger_key.split("+")
         }
-        fresh = [k for k in keys if k not in used]
+        # "raised" is "created" reached late: either one starts the policy once per incident.
+        fresh = [k for k in keys if k not in used and not (k == "raised" and "created" in used)]
         if not fresh:
             continue
         started.append(

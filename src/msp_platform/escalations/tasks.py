@@ -10,7 +10,13 @@ from msp_platform.kit import events as bus
 from msp_platform.worker.context import JobContext
 from msp_platform.worker.registry import Queue, actor
 
-TRIGGERING = ("incident.created", "incident.sla_warning", "incident.sla_breached", "incident.state_changed")
+TRIGGERING = (
+    "incident.created",
+    "incident.priority_changed",
+    "incident.sla_warning",
+    "incident.sla_breached",
+    "incident.state_changed",
+)
 
 
 @actor("escalations.on_incident_event", queue=Queue.high)
