@@ -60,6 +60,10 @@ class Settings(BaseSettings):
 
     # Used to encrypt signing keys at rest. Generated into var_dir in development if unset.
     secret_key: SecretStr | None = None
+    # Earlier values of MSP_SECRET_KEY (comma-separated, newest first) after a rotation: still accepted to read
+    # what they protected (signing keys, webhook secrets, stored idempotent responses, calendar feed URLs,
+    # audit chains); everything new is protected with MSP_SECRET_KEY.
+    secret_key_previous: SecretStr | None = None
     issuer: str = "http://127.0.0.1:8000"
     api_audience: str = "msp-platform-api"
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
@@ -145,6 +149,16 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(AMQP_SCHEMES):
             return BrokerKind.rabbitmq
         raise ValueError(f"MSP_BROKER_URL must start with redis:// or amqp://, got {self.broker_url!r}")
+
+    def previous_secret_keys(self) -> tuple[bytes, ...]:
+        if self.secret_key_previous is None:
+            return ()
+        values = self.secret_key_previous.get_secret_value().split(",")
+        return tuple(v.strip().encode() for v in values if v.strip())
+
+    def secret_keys(self) -> tuple[bytes, ...]:
+        """MSP_SECRET_KEY first, then the previous ones: protect with the first, accept any."""
+        return (self.resolved_secret_key(), *self.previous_secret_keys())
 
     def resolved_secret_key(self) -> bytes:
         """The key that encrypts private signing keys; generated once per embedded installation."""

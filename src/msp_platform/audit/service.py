@@ -50,6 +50,7 @@ ACTOR = "actor"
 PLATFORM_CHAIN = "platform"
 GENESIS = "0" * 64
 KEY_INFO = "audit_key"
+PREVIOUS_KEYS_INFO = "audit_previous_keys"
 KEY_PURPOSE = "msp-platform audit chain v1"
 
 # Audited platform tables; every tenant-owned table is audited unless it opts out.
@@ -269,7 +270,11 @@ def _capture(session: Session, _: UOWTransaction) -> None:
 
 def session_info(settings: Settings) -> dict[str, Any]:
     """What every session of the platform carries for the audit log: the chain's HMAC key."""
-    return {KEY_INFO: chain_key(settings.resolved_secret_key())}
+    return {
+        KEY_INFO: chain_key(settings.resolved_secret_key()),
+        # Events appended before MSP_SECRET_KEY was rotated verify with the key of their time.
+        PREVIOUS_KEYS_INFO: tuple(chain_key(s) for s in settings.previous_secret_keys()),
+    }
 
 
 def chain_key(secret: bytes) -> bytes:
@@ -283,6 +288,12 @@ def _key(session: Session) -> bytes:
     if not isinstance(key, bytes):
         raise RuntimeError("this session has no audit key: create sessions through db.engine.Database")
     return key
+
+
+def _verify_keys(session: Session) -> tuple[bytes, ...]:
+    """The current key first, then those of earlier MSP_SECRET_KEYs (MSP_SECRET_KEY_PREVIOUS)."""
+    previous = session.info.get(PREVIOUS_KEYS_INFO) or ()
+    return (_key(session), *previous)
 
 
 def _canonical(payload: dict[str, Any]) -> bytes:
@@ -435,8 +446,9 @@ def _tenant_of(chain: str) -> uuid.UUID | None:
 def verify_chain(session: Session, chain: str) -> ChainReport:
     """Recompute every HMAC of one chain and check its head (needs a session that can read the chain: the
     owner, or the tenant). A chain with events but no head, or a head that its events or its MAC do not
-    match, is tampered with."""
-    key = _key(session)
+    match, is tampered with. Each HMAC may be of the current key or of a previous MSP_SECRET_KEY: a rotation
+    does not break the chain, and forging still needs one of the keys."""
+    keys = _verify_keys(session)
     if chain != PLATFORM_CHAIN and _tenant_of(chain) is None:
         return ChainReport(chain, 0, False, None, "a chain head names no tenant")
     model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
@@ -453,7 +465,7 @@ def verify_chain(session: Session, chain: str) -> ChainReport:
             return ChainReport(
                 chain, count, False, row.seq, f"event {row.seq} does not follow event {row.seq - 1}"
             )
-        if not hmac.compare_digest(event_hash(key, chain, row.seq, prev, row), row.hash):
+        if not any(hmac.compare_digest(event_hash(k, chain, row.seq, prev, row), row.hash) for k in keys):
             return ChainReport(chain, count, False, row.seq, f"event {row.seq} was altered")
         prev, expected_seq = row.hash, expected_seq + 1
     last = expected_seq - 1
@@ -471,7 +483,7 @@ def verify_chain(session: Session, chain: str) -> ChainReport:
         return ChainReport(chain, count, False, last + 1, "events after the last stored one were removed")
     if head.seq != last or head.head_hash != prev:
         return ChainReport(chain, count, False, head.seq, "the chain's head does not match its last event")
-    if not hmac.compare_digest(head.mac or "", head_mac(key, chain, head.seq, head.head_hash)):
+    if not any(hmac.compare_digest(head.mac or "", head_mac(k, chain, head.seq, head.head_hash)) for k in keys):
         return ChainReport(chain, count, False, head.seq, "the chain's head record was altered")
     return ChainReport(chain, count, True)
 

@@ -14,11 +14,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from msp_platform.config import Settings
-from msp_platform.kit.crypto import fernet_for
+from msp_platform.kit.crypto import InvalidToken, fernet_ring
+from msp_platform.kit.logging import get_logger
 from msp_platform.kit.time import utcnow
 from msp_platform.models.oauth import SigningKey
 
 Key = ECKey | RSAKey | OKPKey
+log = get_logger(__name__)
 
 
 def _generate(alg: str) -> Key:
@@ -49,7 +51,7 @@ class KeyStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._fernet = fernet_for(settings.resolved_secret_key())
+        self._fernet = fernet_ring(settings.secret_keys())
         self._ring: KeyRing | None = None
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
@@ -139,11 +141,24 @@ class KeyStore:
             return loaded
 
     async def ensure(self, session: AsyncSession) -> None:
-        """Create the first key if there is none (first start). The caller commits."""
-        exists = await session.scalar(
-            select(SigningKey.kid).where(
-                SigningKey.retired_at.is_(None), SigningKey.activated_at.is_not(None)
-            )
+        """Create the first key if there is none (first start), or a new one if the active key cannot be
+        read with MSP_SECRET_KEY (or MSP_SECRET_KEY_PREVIOUS): the secret was changed without keeping the old
+        one. Tokens signed before still verify, their public keys stay published. The caller commits."""
+        active = await session.scalar(
+            select(SigningKey)
+            .where(SigningKey.retired_at.is_(None), SigningKey.activated_at.is_not(None))
+            .order_by(SigningKey.activated_at.desc())
+            .limit(1)
         )
-        if exists is None:
+        if active is None:
+            await self.create_key(session)
+            return
+        try:
+            self._decrypt(active.private_jwk_encrypted)
+        except InvalidToken:
+            log.warning(
+                "the active signing key cannot be decrypted with MSP_SECRET_KEY or MSP_SECRET_KEY_PREVIOUS; "
+                "a new signing key replaces it (tokens it signed still verify until they expire)",
+                kid=active.kid,
+            )
             await self.create_key(session)

@@ -28,7 +28,7 @@ import anyio
 import httpx
 
 from msp_platform.config import Environment, Settings
-from msp_platform.kit.crypto import fernet_for
+from msp_platform.kit.crypto import fernet_ring
 from msp_platform.kit.time import utcnow
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -89,11 +89,11 @@ def seal(settings: Settings, value: SigningSecrets) -> str:
     if value.previous and value.previous_expires_at:
         doc["previous"] = value.previous
         doc["previous_expires_at"] = value.previous_expires_at.isoformat()
-    return fernet_for(settings.resolved_secret_key()).encrypt(json.dumps(doc).encode()).decode()
+    return fernet_ring(settings.secret_keys()).encrypt(json.dumps(doc).encode()).decode()
 
 
 def unseal(settings: Settings, token: str) -> SigningSecrets:
-    raw = fernet_for(settings.resolved_secret_key()).decrypt(token.encode()).decode()
+    raw = fernet_ring(settings.secret_keys()).decrypt(token.encode()).decode()
     if raw.startswith(SECRET_PREFIX):  # a bare secret
         return SigningSecrets(raw)
     doc = json.loads(raw)

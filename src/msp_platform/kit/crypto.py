@@ -3,8 +3,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 def fernet_for(secret: bytes) -> Fernet:
@@ -13,6 +14,11 @@ def fernet_for(secret: bytes) -> Fernet:
         return Fernet(secret)
     except ValueError:
         return Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret).digest()))
+
+
+def fernet_ring(secrets: Sequence[bytes]) -> MultiFernet:
+    """Encrypts with the first secret (MSP_SECRET_KEY), decrypts with any (MSP_SECRET_KEY_PREVIOUS too)."""
+    return MultiFernet([fernet_for(s) for s in secrets])
 
 
 def derive_key(secret: bytes, purpose: str, *, length: int = 32) -> bytes:
@@ -29,6 +35,11 @@ def purpose_fernet(secret: bytes, purpose: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(derive_key(secret, purpose)))
 
 
+def purpose_fernet_ring(secrets: Sequence[bytes], purpose: str) -> MultiFernet:
+    """``purpose_fernet`` of each secret: encrypts with the first, decrypts with any."""
+    return MultiFernet([purpose_fernet(s, purpose) for s in secrets])
+
+
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -40,9 +51,12 @@ def constant_time_equals(a: str, b: str) -> bool:
 __all__ = [
     "Fernet",
     "InvalidToken",
+    "MultiFernet",
     "constant_time_equals",
     "derive_key",
     "fernet_for",
+    "fernet_ring",
     "purpose_fernet",
+    "purpose_fernet_ring",
     "sha256_hex",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from msp_platform.kit.crypto import Fernet, InvalidToken, purpose_fernet
+from msp_platform.kit.crypto import InvalidToken, MultiFernet, purpose_fernet_ring
 from msp_platform.kit.errors import BadRequest, Conflict, IdempotencyKeyReused
 from msp_platform.kit.ids import new_id
 from msp_platform.kit.time import utcnow
@@ -39,16 +39,16 @@ _SEALED = b"fernet1:"
 
 
 @lru_cache(maxsize=8)
-def cipher_for(secret: bytes) -> Fernet:
-    """The cipher for stored response bodies, from the application's secret key."""
-    return purpose_fernet(secret, "msp-platform idempotency response bodies")
+def cipher_for(secrets: tuple[bytes, ...]) -> MultiFernet:
+    """The cipher for stored response bodies, from the application's secret keys (current first)."""
+    return purpose_fernet_ring(secrets, "msp-platform idempotency response bodies")
 
 
-def seal(cipher: Fernet, body: bytes) -> bytes:
+def seal(cipher: MultiFernet, body: bytes) -> bytes:
     return _SEALED + cipher.encrypt(body)
 
 
-def unseal(cipher: Fernet, stored: bytes) -> bytes:
+def unseal(cipher: MultiFernet, stored: bytes) -> bytes:
     if not stored.startswith(_SEALED):
         return stored
     try:
@@ -56,7 +56,8 @@ def unseal(cipher: Fernet, stored: bytes) -> bytes:
     except InvalidToken as exc:
         raise Conflict(
             "The response stored for this Idempotency-Key can no longer be read (the server's secret key "
-            "changed); nothing was done. Send the request with a new key."
+            "changed and the old one is not in MSP_SECRET_KEY_PREVIOUS); nothing was done. Send the request "
+            "with a new key."
         ) from exc
 
 
@@ -90,7 +91,7 @@ def validate_key(raw: str) -> str:
 
 
 class IdempotencyClaim:
-    def __init__(self, session: AsyncSession, record_id: Any, cipher: Fernet) -> None:
+    def __init__(self, session: AsyncSession, record_id: Any, cipher: MultiFernet) -> None:
         self.session = session
         self.record_id = record_id
         self.cipher = cipher
@@ -107,7 +108,7 @@ class IdempotencyClaim:
         )
 
 
-def _stored(record: IdempotencyRecord, print_: str, cipher: Fernet) -> StoredResponse:
+def _stored(record: IdempotencyRecord, print_: str, cipher: MultiFernet) -> StoredResponse:
     if record.fingerprint != print_:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used for a different request in the last 24 hours; use a new key."
@@ -120,7 +121,7 @@ def _stored(record: IdempotencyRecord, print_: str, cipher: Fernet) -> StoredRes
 
 
 async def claim(
-    session: AsyncSession, *, tenant_scope: str, principal: str, key: str, print_: str, cipher: Fernet
+    session: AsyncSession, *, tenant_scope: str, principal: str, key: str, print_: str, cipher: MultiFernet
 ) -> IdempotencyClaim:
     """Find a stored response (raises IdempotentReplay) or claim the key for this request."""
     where = (

@@ -77,7 +77,7 @@ async def provide_db_session(request: Request[Any, Any, Any]) -> AsyncGenerator[
                 print_=idempotency.fingerprint(
                     request.method, request.url.path, request.url.query or "", body
                 ),
-                cipher=idempotency.cipher_for(services.settings.resolved_secret_key()),
+                cipher=idempotency.cipher_for(services.settings.secret_keys()),
             )
             request.state[STATE_CAPTURE] = True
             request.state[STATE_ENCODER] = get_serializer(request.route_handler.resolve_type_encoders())

@@ -152,8 +152,8 @@ def _one_person(staff_id: uuid.UUID | None, user_id: uuid.UUID | None) -> servic
     return service.OnCallPerson(staff_id, user_id)
 
 
-def _secret(request: Request[Any, Any, Any]) -> bytes:
-    return services_of(request.app).settings.resolved_secret_key()
+def _secret(request: Request[Any, Any, Any]) -> tuple[bytes, ...]:
+    return services_of(request.app).settings.secret_keys()
 
 
 def _feed_urls(request: Request[Any, Any, Any], token: str) -> tuple[str, str]:

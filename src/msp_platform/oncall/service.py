@@ -982,6 +982,10 @@ class FeedToken:
     expires_at: datetime
 
 
+# MSP_SECRET_KEY first, then MSP_SECRET_KEY_PREVIOUS (Settings.secret_keys).
+Secrets = tuple[bytes, ...]
+
+
 def _feed_key(secret: bytes) -> bytes:
     return hmac.new(secret, b"msp-platform/oncall-feed-token/v1", hashlib.sha256).digest()
 
@@ -994,19 +998,22 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _sign(secret: bytes, claims: _FeedClaims) -> str:
+def _sign(secrets: Secrets, claims: _FeedClaims) -> str:
+    """Signed with MSP_SECRET_KEY (the first of ``secrets``)."""
     body = FEED_PREFIX + _b64(msgspec.msgpack.encode(claims))
-    mac = hmac.new(_feed_key(secret), body.encode(), hashlib.sha256).digest()
+    mac = hmac.new(_feed_key(secrets[0]), body.encode(), hashlib.sha256).digest()
     return f"{body}.{_b64(mac)}"
 
 
-def _verify(secret: bytes, token: str) -> _FeedClaims | None:
+def _verify(secrets: Secrets, token: str) -> _FeedClaims | None:
+    """The claims of a token signed with MSP_SECRET_KEY or a previous one (a key rotation keeps the calendar
+    subscriptions working), or None."""
     match = _FEED_RE.match(token)
     if match is None:
         return None
     body = token[: token.rindex(".")]
-    expected = _b64(hmac.new(_feed_key(secret), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, match.group(2)):
+    macs = (_b64(hmac.new(_feed_key(k), body.encode(), hashlib.sha256).digest()) for k in secrets)
+    if not any(hmac.compare_digest(expected, match.group(2)) for expected in macs):
         return None
     try:
         claims = msgspec.msgpack.decode(_unb64(match.group(1)), type=_FeedClaims)
@@ -1036,7 +1043,7 @@ def _person_ref(person: OnCallPerson) -> PersonRef:
 
 async def issue_feed_token(
     session: AsyncSession,
-    secret: bytes,
+    secret: Secrets,
     schedule: OncallSchedule,
     principal: Principal,
     *,
@@ -1072,7 +1079,7 @@ async def issue_feed_token(
 
 
 async def revoke_feed_token(
-    session: AsyncSession, secret: bytes, schedule: OncallSchedule, token: str
+    session: AsyncSession, secret: Secrets, schedule: OncallSchedule, token: str
 ) -> None:
     """Revoke one token of this schedule (the caller presents it, as in RFC 7009)."""
     claims = _verify(secret, token.strip())
@@ -1131,7 +1138,7 @@ def _denied(claims: _FeedClaims, entries: Sequence[str]) -> bool:
     return False
 
 
-async def open_feed(session: AsyncSession, secret: bytes, token: str) -> Feed:
+async def open_feed(session: AsyncSession, secret: Secrets, token: str) -> Feed:
     """The calendar behind a feed token (public: the token is the credential). Any failure is a 404."""
     claims = _verify(secret, token)
     if claims is None or claims.expires <= utcnow().timestamp():
@@ -1383,7 +1390,7 @@ def _personal_deny_prefix(person: OnCallPerson) -> str:
 
 
 async def issue_personal_feed_token(
-    secret: bytes, principal: Principal, *, expires_in_days: int
+    secret: Secrets, principal: Principal, *, expires_in_days: int
 ) -> FeedToken:
     person = person_of(principal)
     if not 1 <= expires_in_days <= MAX_FEED_DAYS:
@@ -1408,7 +1415,7 @@ async def issue_personal_feed_token(
 
 
 async def revoke_personal_feed_token(
-    session: AsyncSession, secret: bytes, principal: Principal, token: str
+    session: AsyncSession, secret: Secrets, principal: Principal, token: str
 ) -> None:
     """Revoke one of the caller's personal feed tokens (the caller presents it, as in RFC 7009)."""
     person = person_of(principal)
