@@ -57,6 +57,49 @@ def who(desk: Desk, page: dict[str, Any]) -> str:
     return {str(desk.agent.id): "agent", str(desk.l3.id): "l3"}.get(page["staff_id"], "other")
 
 
+# --- acknowledging takes the incident -------------------------------------------------------------------
+
+
+async def test_acknowledging_an_unassigned_incident_assigns_it_to_whoever_acknowledged(
+    app: Litestar, desk: Desk
+) -> None:
+    await create_policy(desk, ladder(desk))
+    incident = await desk.raise_incident(impact=1, urgency=1)
+    await drain(app)
+    (page,) = await pages_of(desk, incident["id"])
+    assert (await ack(desk, page)).status_code == 200
+    taken = (
+        await desk.client.get(f"/api/v1/incidents/{incident['id']}", headers=await desk.as_agent())
+    ).json()
+    assert (taken["assignee_id"], taken["state"]) == (str(desk.agent.id), "assigned")
+    assert kinds(await desk.history(incident), "page_acknowledged", "assigned", "state_changed") == [
+        "page_acknowledged",
+        "assigned",
+        "state_changed",
+    ]
+
+
+async def test_acknowledging_leaves_an_assignee_or_a_group_it_cannot_join_alone(
+    app: Litestar, desk: Desk
+) -> None:
+    await create_policy(desk, ladder(desk))
+    mine = await desk.raise_incident(await desk.as_l3(), impact=1, urgency=1, assignee_id=str(desk.l3.id))
+    others = await desk.group("L3 only", tier=3, members=[desk.l3])
+    grouped = await desk.raise_incident(
+        await desk.as_l3(), impact=1, urgency=1, assignment_group_id=others["id"]
+    )
+    await drain(app)
+    for incident in (mine, grouped):
+        (page,) = await pages_of(desk, incident["id"])
+        assert (await ack(desk, page)).status_code == 200
+    taken = (await desk.client.get(f"/api/v1/incidents/{mine['id']}", headers=await desk.as_agent())).json()
+    assert taken["assignee_id"] == str(desk.l3.id)
+    # The agent is not a member of the incident's group: the page is acknowledged, the incident unassigned.
+    kept = (await desk.client.get(f"/api/v1/incidents/{grouped['id']}", headers=await desk.as_agent())).json()
+    assert kept["assignee_id"] is None
+    assert [p["state"] for p in await pages_of(desk, grouped["id"])] == ["acknowledged"]
+
+
 # --- handovers -------------------------------------------------------------------------------------------
 
 

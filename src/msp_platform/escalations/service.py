@@ -40,7 +40,7 @@ from msp_platform.authz.service import staff_with_access
 from msp_platform.escalations.repository import EscalationRepository
 from msp_platform.escalations.schemas import PolicyIn, TargetIn
 from msp_platform.kit import timers
-from msp_platform.kit.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from msp_platform.kit.errors import Conflict, FieldError, Forbidden, NotFound, PlatformError, ValidationFailed
 from msp_platform.kit.ids import new_id
 from msp_platform.kit.logging import get_logger
 from msp_platform.kit.time import utcnow
@@ -942,8 +942,29 @@ async def acknowledge(session: AsyncSession, principal: Principal, page: Page) -
         },
         visibility=_internal(),
     )
+    await _take(session, principal, incident)
     await session.flush()
     return page
+
+
+async def _take(session: AsyncSession, principal: Principal, incident: Incident) -> None:
+    """Acknowledging is "I have it": MSP staff acknowledging an incident nobody is assigned to become its
+    assignee (a new incident moves to assigned), through the same rules as any assignment. When those rules
+    say no (not a member of the incident's group, the incident is merged or closed), the acknowledgement still
+    stands and the incident is left as it is."""
+    from msp_platform.incidents.service import update_incident
+
+    if principal.staff_id is None or incident.assignee_id is not None:
+        return
+    try:
+        # Every refusal is raised before anything is written, so nothing is left half-done.
+        await update_incident(session, principal, incident, {"assignee_id": principal.staff_id})
+    except PlatformError as exc:
+        log.info(
+            "page acknowledged; the incident stays unassigned",
+            incident_id=str(incident.id),
+            reason=exc.detail,
+        )
 
 
 async def resolve_page(session: AsyncSession, principal: Principal, page: Page) -> Page:
