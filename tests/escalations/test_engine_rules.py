@@ -222,6 +222,37 @@ async def test_an_incident_raised_to_a_policys_priority_is_escalated_once(
     assert len(await pages_of(desk, incident["id"])) == 1
 
 
+async def test_a_reopened_incident_is_escalated_again(app: Litestar, desk: Desk, owner_db: Database) -> None:
+    await create_policy(desk, ladder(desk))
+    incident = await desk.raise_incident(impact=1, urgency=1)
+    await drain(app)
+    (first,) = await pages_of(desk, incident["id"])
+    assert (await ack(desk, first)).status_code == 200
+    for state in ("in_progress", "resolved"):
+        assert (await desk.move(incident, state)).status_code == 200
+    # An hour later (past the window in which pages of one person for one incident are merged) the caller
+    # says it is still down: the tenant reopens it, and the on-call engineer is paged again.
+    async with owner_db.dangerously_unscoped_session() as session:
+        await session.execute(
+            update(Page)
+            .where(Page.id == uuid.UUID(first["id"]))
+            .values(created_at=utcnow() - timedelta(hours=1))
+        )
+        await session.commit()
+    assert (await desk.move(incident, "in_progress", await desk.as_admin())).status_code == 200
+    await drain(app)
+    escalations = await escalations_of(desk, incident["id"])
+    assert [(e["trigger"], e["state"]) for e in escalations] == [
+        ("created", "resolved"),  # ended when the incident was resolved
+        ("reopened:1", "active"),
+    ]
+    pages = await pages_of(desk, incident["id"])
+    assert sorted((p["state"], who(desk, p)) for p in pages) == [
+        ("acknowledged", "agent"),
+        ("triggered", "agent"),
+    ]
+
+
 async def test_an_incident_opened_at_the_priority_is_not_escalated_again_when_raised_back(
     app: Litestar, desk: Desk
 ) -> None:

@@ -483,7 +483,9 @@ def verify_chain(session: Session, chain: str) -> ChainReport:
         return ChainReport(chain, count, False, last + 1, "events after the last stored one were removed")
     if head.seq != last or head.head_hash != prev:
         return ChainReport(chain, count, False, head.seq, "the chain's head does not match its last event")
-    if not any(hmac.compare_digest(head.mac or "", head_mac(k, chain, head.seq, head.head_hash)) for k in keys):
+    if not any(
+        hmac.compare_digest(head.mac or "", head_mac(k, chain, head.seq, head.head_hash)) for k in keys
+    ):
         return ChainReport(chain, count, False, head.seq, "the chain's head record was altered")
     return ChainReport(chain, count, True)
 

@@ -10,7 +10,8 @@ import msgspec
 class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     type: Literal["incident_created", "sla_warning", "sla_breached", "after_hours"]
     # incident_created / after_hours: only these priorities (omitted: all). incident_created with priorities
-    # also starts when a priority change brings the incident into them (once per incident).
+    # also starts when a priority change brings the incident into them (once per incident), and again each
+    # time the incident is reopened.
     priorities: list[Annotated[int, msgspec.Meta(ge=1, le=5)]] | None = None
     # sla_warning: starts at the first warning announced at or above this percent of the target's time
     percent: Annotated[int, msgspec.Meta(ge=1, le=99)] | None = None

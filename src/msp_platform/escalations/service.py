@@ -406,6 +406,11 @@ def _matches(
         if priorities and payload.get("priority") not in priorities:
             return None
         return "created"
+    if kind == "incident_created" and event_type == "incident.reopened":
+        # The fix did not hold: a reopened incident is escalated again, once per reopening.
+        if priorities and payload.get("priority") not in priorities:
+            return None
+        return f"reopened:{(payload.get('data') or {}).get('reopen_count', 0)}"
     if kind == "incident_created" and event_type == "incident.priority_changed" and priorities:
         # An incident raised into the policy's priorities later (a P3 that turns out to be the whole ED) is
         # escalated as if it had been opened at that priority: once per incident, never after "created".

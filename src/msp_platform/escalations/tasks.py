@@ -13,6 +13,7 @@ from msp_platform.worker.registry import Queue, actor
 TRIGGERING = (
     "incident.created",
     "incident.priority_changed",
+    "incident.reopened",
     "incident.sla_warning",
     "incident.sla_breached",
     "incident.state_changed",
