@@ -7,6 +7,7 @@ from typing import Any
 from msp_platform.audit.endpoints import AuditController
 from msp_platform.devices.endpoints import DeviceController
 from msp_platform.escalations.endpoints import EscalationPolicyController, PageController
+from msp_platform.identity.accept_page import AcceptInvitationPage
 from msp_platform.identity.endpoints import (
     ClientController,
     InvitationAcceptController,
@@ -34,6 +35,7 @@ API_CONTROLLERS: list[Any] = [
     DeviceController,
     UserController,
     InvitationAcceptController,
+    AcceptInvitationPage,
     IncidentController,
     PriorityMatrixController,
     AssignmentGroupController,

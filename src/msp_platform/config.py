@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # ``page.triggered`` per staff page. No URL (or no ``whsec_`` secret): staff pages go by email only.
     staff_page_webhook_url: str = ""
     staff_page_webhook_secret: SecretStr | None = None
+    # Where an invitation email's link points: a page of your console that reads ``token`` from the query
+    # string and POSTs it with the chosen password to /api/v1/auth/accept-invitation. Empty:
+    # ``{MSP_ISSUER}/accept-invitation``. The token is appended as ``?token=`` (``&token=`` after a query).
+    invitation_accept_url: str = ""
 
     tenants_dir: Path = PROJECT_ROOT / "tenants"
     billing_dir: Path = PROJECT_ROOT / "billing"

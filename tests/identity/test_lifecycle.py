@@ -113,7 +113,8 @@ class TestInvitations:
         user = created.json()
         assert user["has_password"] is False
         invitation = await _invite(client, headers, user["id"])
-        assert set(invitation) == {"id", "user_id", "token", "expires_at"}
+        assert set(invitation) == {"id", "user_id", "token", "expires_at", "accept_url", "email"}
+        assert invitation["email"] == "not_configured"  # no SMTP server in these tests
         assert invitation["token"].startswith("msp_inv_")
         assert tenant.id.hex in invitation["token"]
         stored = await _stored_invitation(owner_db, invitation["id"])

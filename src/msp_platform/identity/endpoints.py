@@ -221,12 +221,16 @@ class UserController(Controller):
     @post(
         "/{user_id:uuid}/invitations",
         summary="Invite a user to set their password (single use; replaces older invitations)",
-        description="Returns the token once (only its hash is stored); the user redeems it with "
-        "`POST /api/v1/auth/accept-invitation`. Expires after `expires_in_hours` (default 72).",
+        description="Returns the token and `accept_url` (the link with the token) once (only its hash is "
+        "stored); the user redeems it with `POST /api/v1/auth/accept-invitation`. Expires after "
+        "`expires_in_hours` (default 72). With SMTP configured (`MSP_SMTP_HOST`) the user is also emailed "
+        "the link after the request commits (`email`: `queued`); otherwise `email` is `not_configured` and "
+        "the link must be handed over.",
         **USERS_WRITE,
     )
     async def invite(
         self,
+        request: Request[Any, Any, Any],
         session: Session,
         tenant_id: TenantId,
         principal: Caller,
@@ -234,14 +238,20 @@ class UserController(Controller):
         data: JSONBody[InvitationCreate | None] = None,
     ) -> InvitationCreated:
         user = await service.get_user(session, user_id)
-        invitation, token = await service.create_invitation(
+        created = await service.create_invitation(
             session,
+            services_of(request.app).settings,
             user,
             expires_in_hours=(data or InvitationCreate()).expires_in_hours,
             created_by=principal.key,
         )
         return InvitationCreated(
-            id=invitation.id, user_id=user.id, token=token, expires_at=invitation.expires_at
+            id=created.invitation.id,
+            user_id=user.id,
+            token=created.token,
+            expires_at=created.invitation.expires_at,
+            accept_url=created.accept_url,
+            email=created.email.value,
         )
 
     @import_post(

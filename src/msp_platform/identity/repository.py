@@ -217,6 +217,12 @@ class UserRepository:
         )
         return found
 
+    async def invitation(self, invitation_id: uuid.UUID) -> Invitation | None:
+        found: Invitation | None = await self.session.scalar(
+            select(Invitation).where(Invitation.id == invitation_id)
+        )
+        return found
+
     async def tenant(self, tenant_id: uuid.UUID) -> Tenant | None:
         found: Tenant | None = await self.session.get(Tenant, tenant_id)
         return found

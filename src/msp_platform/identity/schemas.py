@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -157,6 +157,11 @@ class InvitationCreated(msgspec.Struct, kw_only=True):
     # Shown once; only its hash is stored. Hand it to the user (e.g. in a link to the console).
     token: str
     expires_at: datetime
+    # The link for the invitee (MSP_INVITATION_ACCEPT_URL or {MSP_ISSUER}/accept-invitation, with the token).
+    accept_url: str
+    # "queued": an email with the link goes to the user after this request commits; "not_configured": no
+    # SMTP server (MSP_SMTP_HOST), hand the link over yourself.
+    email: Literal["queued", "not_configured"]
 
 
 class InvitationAccept(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

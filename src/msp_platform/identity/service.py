@@ -23,7 +23,9 @@ from msp_platform.auth.principal import Principal, PrincipalKind
 from msp_platform.auth.scopes import CLIENT_MAX_SCOPES, format_scope, parse_scope
 from msp_platform.authz.service import system_tenant_context
 from msp_platform.authz.types import AccessibleTenantId
+from msp_platform.config import Settings
 from msp_platform.db.session import set_tenant_context
+from msp_platform.identity.invitation_email import InvitationEmail, accept_url, queue_invitation_email
 from msp_platform.identity.repository import ClientRepository, StaffRepository, UserRepository
 from msp_platform.identity.schemas import UserCreate, UserImportRow
 from msp_platform.kit.bulk import ImportMode, ImportReport, ReportBuilder, RowStatus, SourceRow, convert_row
@@ -395,11 +397,20 @@ _UNKNOWN_INVITATION = (
 )
 
 
+@dataclass(frozen=True)
+class NewInvitation:
+    invitation: Invitation
+    # Shown once (only its hash is stored); ``accept_url`` carries it too.
+    token: str
+    accept_url: str
+    email: InvitationEmail
+
+
 async def create_invitation(
-    session: AsyncSession, user: User, *, expires_in_hours: int, created_by: str
-) -> tuple[Invitation, str]:
-    """A single-use invitation for ``user`` to set their password; older unused ones are revoked.
-    Returns the row and the token (shown once, stored hashed)."""
+    session: AsyncSession, settings: Settings, user: User, *, expires_in_hours: int, created_by: str
+) -> NewInvitation:
+    """A single-use invitation for ``user`` to set their password; older unused ones are revoked. With
+    SMTP configured, the invitee is emailed the link by a job queued in this unit of work (after commit)."""
     if not user.active:
         raise Conflict(f"User {user.email} is deactivated; reactivate them before inviting them.")
     now = utcnow()
@@ -415,7 +426,8 @@ async def create_invitation(
     )
     session.add(invitation)
     await session.flush()
-    return invitation, token
+    email = queue_invitation_email(session, settings, invitation, token, tenant_id=user.tenant_id)
+    return NewInvitation(invitation, token, accept_url(settings, token), email)
 
 
 async def accept_invitation(session: AsyncSession, token: str, password: str) -> tuple[User, Tenant]:

@@ -21,8 +21,6 @@ Built in:
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,15 +28,15 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any, Literal, Protocol
 
-import anyio.to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from msp_platform.config import Environment, Settings, get_settings
+from msp_platform.config import Settings, get_settings
 from msp_platform.integrations import webhooks
 from msp_platform.integrations.repository import NotificationRepository, WebhookRepository
 from msp_platform.integrations.service import fan_out, matches
 from msp_platform.kit.errors import NotFound
 from msp_platform.kit.logging import get_logger
+from msp_platform.kit.mail import MailError, send_mail
 from msp_platform.kit.time import utcnow
 from msp_platform.models.incident import Incident
 from msp_platform.models.oncall import Notification, Page
@@ -48,7 +46,6 @@ log = get_logger(__name__)
 
 SEND_ACTOR = "integrations.send_notification"
 PAGE_EVENT = "page.triggered"
-SMTP_TIMEOUT_SECONDS = 30
 # Delays before the 2nd, 3rd, ... send of a notification; after the last failure it is ``failed``.
 NOTIFY_RETRY_SCHEDULE: tuple[timedelta, ...] = (
     timedelta(seconds=10),
@@ -154,30 +151,6 @@ class Channel(Protocol):
 # --- email --------------------------------------------------------------------------------------------
 
 
-def _send_mail(settings: Settings, message: EmailMessage) -> None:
-    """Blocking SMTP send (runs in a worker thread)."""
-    implicit_tls = settings.smtp_port == 465
-    tls = ssl.create_default_context()
-    client: smtplib.SMTP = (
-        smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS, context=tls)
-        if implicit_tls
-        else smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS)
-    )
-    with client:
-        client.ehlo()
-        if settings.smtp_starttls and not implicit_tls:
-            client.starttls(context=tls)
-            client.ehlo()
-        if settings.smtp_username:
-            if not (implicit_tls or settings.smtp_starttls) and settings.env is Environment.production:
-                raise ChannelError(
-                    "refusing to send SMTP credentials without TLS in production", permanent=True
-                )
-            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
-            client.login(settings.smtp_username, password)
-        client.send_message(message)
-
-
 class EmailChannel:
     name = "email"
 
@@ -201,13 +174,9 @@ class EmailChannel:
         mail["X-MSP-Incident"] = message.incident_key
         mail.set_content(message.text())
         try:
-            await anyio.to_thread.run_sync(_send_mail, settings, mail)
-        except ChannelError:
-            raise
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise ChannelError(f"recipient refused: {exc.recipients}"[:500], permanent=True) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            raise ChannelError(f"{type(exc).__name__}: {exc}"[:500]) from exc
+            await send_mail(settings, mail)
+        except MailError as exc:
+            raise ChannelError(str(exc), permanent=exc.permanent) from exc
 
 
 # --- webhook ------------------------------------------------------------------------------------------

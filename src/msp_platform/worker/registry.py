@@ -84,4 +84,5 @@ TASK_MODULES: list[str] = [
     "msp_platform.escalations.service",
     "msp_platform.escalations.tasks",
     "msp_platform.integrations.tasks",
+    "msp_platform.identity.tasks",
 ]
