@@ -74,17 +74,27 @@ async def _verify(http: AsyncClient, headers: dict[str, str], tenant_id: str) ->
 TENANT = {"slug": "rotation-general", "name": "Rotation General", "ticket_prefix": "RG", "timezone": "UTC"}
 
 
-async def test_a_rotated_secret_key_keeps_everything_readable(fresh: Settings) -> None:
+async def _installed_with_old_key(fresh: Settings) -> Settings:
+    """A migrated installation with an MSP admin, its secret key OLD."""
     before = _with(fresh, OLD)
     await migrate.upgrade(before)
     await _admin(before)
+    return before
+
+
+async def _create_tenant(http: AsyncClient, headers: dict[str, str], idempotency_key: str) -> str:
+    created = await http.post(
+        "/api/v1/tenants", json=TENANT, headers={**headers, "Idempotency-Key": idempotency_key}
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def test_a_rotated_secret_key_keeps_everything_readable(fresh: Settings) -> None:
+    before = await _installed_with_old_key(fresh)
     async with serving(create_app(before)) as http:
         old_token = await _sign_in(http)
-        created = await http.post(
-            "/api/v1/tenants", json=TENANT, headers={**old_token, "Idempotency-Key": "t-1"}
-        )
-        assert created.status_code == 201, created.text
-        tenant_id = created.json()["id"]
+        tenant_id = await _create_tenant(http, old_token, "t-1")
         feed = await http.post(
             "/api/v1/me/oncall/feed-tokens", json={"expires_in_days": 30}, headers=old_token
         )
@@ -125,16 +135,10 @@ async def test_a_rotated_secret_key_keeps_everything_readable(fresh: Settings) -
 
 
 async def test_a_secret_key_changed_without_the_old_one_still_serves(fresh: Settings, tmp_path: Path) -> None:
-    before = _with(fresh, OLD)
-    await migrate.upgrade(before)
-    await _admin(before)
+    before = await _installed_with_old_key(fresh)
     async with serving(create_app(before)) as http:
         old_token = await _sign_in(http)
-        created = await http.post(
-            "/api/v1/tenants", json=TENANT, headers={**old_token, "Idempotency-Key": "t-2"}
-        )
-        assert created.status_code == 201, created.text
-        tenant_id = created.json()["id"]
+        tenant_id = await _create_tenant(http, old_token, "t-2")
     ((old_kid, _),) = await _signing_keys(before)
 
     lost = _with(fresh, NEW)
