@@ -7,12 +7,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from litestar import Litestar
 from sqlalchemy import select, update
 from tests.support.desk import Desk
-from tests.worker.test_runtime import running
+from tests.support.jobs import drain
 
 from msp_platform.db.engine import Database
 from msp_platform.kit.time import utcnow
@@ -23,19 +21,6 @@ from msp_platform.state import services_of
 from msp_platform.worker.outbox import PENDING_KEY, enqueue, send_after_commit
 
 SCHEDULES = "/api/v1/oncall/schedules"
-
-
-async def drain(app: Litestar) -> None:
-    """Run every ready job (bus subscribers, timers, notifications) on the in-process broker until none is
-    left. Delayed messages (timers minutes ahead) stay in their delay queues."""
-    broker = services_of(app).broker
-    assert broker is not None
-    with running(broker):
-        for _ in range(3):
-            for queue in ("high", "default"):
-                if queue in broker.queues:
-                    await anyio.to_thread.run_sync(broker.queues[queue].join)
-            await anyio.sleep(0.2)
 
 
 def ladder(desk: Desk, **overrides: Any) -> dict[str, Any]:

@@ -19,11 +19,9 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from aiosmtpd.controller import Controller
 from litestar import Litestar
-from tests.worker.test_runtime import running
+from tests.support.jobs import drain
 
 from msp_platform.authz.service import system_tenant_context
 from msp_platform.db.session import set_tenant_context
@@ -158,18 +156,6 @@ def smtp_server(port: int | None = None) -> Iterator[tuple[MailBox, int]]:
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
-
-
-async def drain(app: Litestar, rounds: int = 3) -> None:
-    """Run the ready jobs (bus subscribers, deliveries, notifications) until nothing is left."""
-    broker = services_of(app).broker
-    assert broker is not None
-    with running(broker):
-        for _ in range(rounds):
-            for queue in ("high", "default"):
-                if queue in broker.queues:
-                    await anyio.to_thread.run_sync(broker.queues[queue].join)
-            await anyio.sleep(0.2)
 
 
 @dataclass

@@ -6,14 +6,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import anyio.to_thread
 import pytest
 from httpx import AsyncClient
 from litestar import Litestar
 from sqlalchemy import func, select, update
 from tests.conftest import Factory
 from tests.support.desk import Desk
-from tests.worker.test_runtime import running
+from tests.support.jobs import drain
 
 from msp_platform.db.engine import Database
 from msp_platform.models.incident import Incident, IncidentEvent
@@ -86,19 +85,6 @@ async def announced(desk: Desk, incident: dict[str, Any]) -> list[tuple[str, str
         for e in await history(desk, incident)
         if e["type"].startswith("sla_")
     )
-
-
-async def drain(app: Litestar) -> None:
-    """Run every queued job (the bus subscriber, timers) on the in-process broker until nothing is left."""
-    broker = services_of(app).broker
-    assert broker is not None
-    with running(broker):
-        for _ in range(3):
-            # The ready queues only: delayed messages (timers hours ahead) stay in their delay queues.
-            for queue in ("high", "default"):
-                if queue in broker.queues:
-                    await anyio.to_thread.run_sync(broker.queues[queue].join)
-            await anyio.sleep(0.2)
 
 
 class TestPolicies:
