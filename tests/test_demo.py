@@ -8,7 +8,8 @@ from typing import Any
 from httpx import AsyncClient
 from sqlalchemy import func, select
 from tests.conftest import serving
-from tests.escalations.helpers import drain
+from tests.support.echo import Captured
+from tests.support.jobs import drain
 
 from msp_platform.app import create_app
 from msp_platform.config import Settings
@@ -18,18 +19,6 @@ from msp_platform.models.oncall import EscalationPolicy, OncallSchedule
 from msp_platform.models.sla import SlaPolicy
 from msp_platform.models.staff import StaffGrant, StaffMember
 from msp_platform.models.tenant import Tenant
-
-
-class Captured:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 async def _counts(settings: Settings) -> dict[str, int]:

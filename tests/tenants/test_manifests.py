@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from httpx import AsyncClient
 from sqlalchemy import func, select
 from tests.conftest import Backend, base_settings, serving
+from tests.support.echo import Captured
 
 from msp_platform import cli
 from msp_platform.app import create_app
@@ -126,18 +127,6 @@ def _hospital(slug: str, prefix: str, parent: str, *, ed_name: str = "Emergency 
             site: LG-ED
             clinical: true
         """
-
-
-class Captured:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 async def _apply(db: Database, path: Path, *, dry_run: bool = False) -> tuple[ApplyReport, Captured]:
