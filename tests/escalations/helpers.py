@@ -15,7 +15,6 @@ from tests.support.jobs import drain
 from msp_platform.db.engine import Database
 from msp_platform.kit.time import utcnow
 from msp_platform.models.oncall import Escalation
-from msp_platform.models.tenant import Tenant
 from msp_platform.models.timer import Timer
 from msp_platform.state import services_of
 from msp_platform.worker.outbox import PENDING_KEY, enqueue, send_after_commit
@@ -121,16 +120,6 @@ async def run_jobs(app: Litestar, *jobs: tuple[str, dict[str, Any]]) -> None:
 async def sweep(app: Litestar) -> None:
     """What the periodic sweep does after a broker outage: re-queue overdue timers, then run them."""
     await run_jobs(app, ("timers.sweep", {}))
-
-
-async def set_hours(db: Database, desk: Desk, calendar: dict[str, Any], timezone: str = "UTC") -> None:
-    async with db.dangerously_unscoped_session() as session:
-        await session.execute(
-            update(Tenant)
-            .where(Tenant.id == desk.tenant.id)
-            .values(timezone=timezone, business_calendar=calendar)
-        )
-        await session.commit()
 
 
 def closed_all_day() -> dict[str, Any]:

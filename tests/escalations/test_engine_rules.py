@@ -28,11 +28,10 @@ from tests.escalations.helpers import (
     person,
     run_jobs,
     schedule_for,
-    set_hours,
     sweep,
     timers_of,
 )
-from tests.support.desk import Desk
+from tests.support.desk import Desk, set_tenant_calendar
 
 from msp_platform.db.engine import Database
 from msp_platform.kit.ids import new_id
@@ -146,7 +145,7 @@ async def test_a_last_level_paging_a_person_and_handing_over_fires_both(
 async def test_two_triggers_of_one_policy_page_once_and_one_ack_stops_it(
     app: Litestar, desk: Desk, owner_db: Database
 ) -> None:
-    await set_hours(owner_db, desk, closed_all_day())
+    await set_tenant_calendar(owner_db, desk, closed_all_day())
     await create_policy(
         desk,
         ladder(desk, triggers=[{"type": "incident_created", "priorities": [1]}, {"type": "after_hours"}]),
@@ -279,7 +278,7 @@ async def test_an_incident_opened_at_the_priority_is_not_escalated_again_when_ra
 async def test_two_policies_page_a_person_once_per_round_and_one_ack_stops_both(
     app: Litestar, desk: Desk, owner_db: Database
 ) -> None:
-    await set_hours(owner_db, desk, closed_all_day())
+    await set_tenant_calendar(owner_db, desk, closed_all_day())
     await create_policy(desk, ladder(desk, name="P1 incidents", repeat_count=1))
     await create_policy(
         desk, ladder(desk, name="After hours", repeat_count=1, triggers=[{"type": "after_hours"}])
@@ -633,12 +632,12 @@ async def test_only_published_schedules_are_targets_and_paging_uses_the_publishe
 async def test_after_hours_policies_stay_quiet_in_business_hours(
     app: Litestar, desk: Desk, owner_db: Database
 ) -> None:
-    await set_hours(owner_db, desk, open_all_week())
+    await set_tenant_calendar(owner_db, desk, open_all_week())
     await create_policy(desk, ladder(desk, triggers=[{"type": "after_hours"}]))
     incident = await desk.raise_incident(impact=3, urgency=3)
     await drain(app)
     assert await escalations_of(desk, incident["id"]) == []
-    await set_hours(owner_db, desk, closed_all_day())
+    await set_tenant_calendar(owner_db, desk, closed_all_day())
     night = await desk.raise_incident(impact=3, urgency=3)
     await drain(app)
     assert [e["trigger"] for e in await escalations_of(desk, night["id"])] == ["after_hours"]
@@ -647,7 +646,7 @@ async def test_after_hours_policies_stay_quiet_in_business_hours(
 async def test_an_unreadable_calendar_counts_as_after_hours(
     app: Litestar, desk: Desk, owner_db: Database
 ) -> None:
-    await set_hours(owner_db, desk, open_all_week(), timezone="Mars/Olympus_Mons")
+    await set_tenant_calendar(owner_db, desk, open_all_week(), timezone="Mars/Olympus_Mons")
     await create_policy(desk, ladder(desk, triggers=[{"type": "after_hours"}]))
     incident = await desk.raise_incident(impact=3, urgency=3)
     await drain(app)

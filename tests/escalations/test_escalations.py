@@ -19,11 +19,10 @@ from tests.escalations.helpers import (
     ladder,
     make_due,
     pages_of,
-    set_hours,
     sweep,
 )
 from tests.sla.test_sla_api import POLICY, backdate, publish
-from tests.support.desk import Desk
+from tests.support.desk import Desk, set_tenant_calendar
 
 from msp_platform.db.engine import Database
 from msp_platform.models.oncall import Page
@@ -266,7 +265,7 @@ class TestEngine:
         assert [e["trigger"] for e in escalations] == ["sla_breached:response"]
 
     async def test_after_hours_routing(self, app: Litestar, desk: Desk, owner_db: Database) -> None:
-        await set_hours(owner_db, desk, closed_all_day())
+        await set_tenant_calendar(owner_db, desk, closed_all_day())
         await create_policy(desk, ladder(desk, triggers=[{"type": "after_hours"}]))
         incident = await desk.raise_incident(impact=3, urgency=3)
         await drain(app)

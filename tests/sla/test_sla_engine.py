@@ -13,7 +13,7 @@ from litestar import Litestar
 from sqlalchemy import event, select, update
 from tests.conftest import Factory
 from tests.sla.test_sla_api import POLICY, announced, backdate, drain, history, publish
-from tests.support.desk import Desk
+from tests.support.desk import Desk, set_tenant_calendar
 
 from msp_platform.authz.service import system_tenant_context
 from msp_platform.db.engine import Database
@@ -21,7 +21,6 @@ from msp_platform.db.session import set_tenant_context
 from msp_platform.kit.time import utcnow
 from msp_platform.models.incident import Incident
 from msp_platform.models.sla import IncidentSla, SlaNotice
-from msp_platform.models.tenant import Tenant
 from msp_platform.models.timer import Timer
 from msp_platform.state import services_of
 from msp_platform.worker.outbox import PENDING_KEY, enqueue, send_after_commit
@@ -109,18 +108,6 @@ async def opened_at(db: Database, incident: dict[str, Any]) -> datetime:
         )
     assert value is not None
     return value
-
-
-async def set_tenant_calendar(
-    db: Database, desk: Desk, calendar: dict[str, Any], timezone: str = "UTC"
-) -> None:
-    async with db.dangerously_unscoped_session() as session:
-        await session.execute(
-            update(Tenant)
-            .where(Tenant.id == desk.tenant.id)
-            .values(timezone=timezone, business_calendar=calendar)
-        )
-        await session.commit()
 
 
 NO_CADENCE = {

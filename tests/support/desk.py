@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from httpx import AsyncClient
+from sqlalchemy import update
 from tests.conftest import Factory, Person
 
+from msp_platform.db.engine import Database
 from msp_platform.models.tenant import Tenant
 
 
@@ -107,3 +109,16 @@ class Desk:
             json=body,
             headers=headers or await self.as_agent(),
         )
+
+
+async def set_tenant_calendar(
+    db: Database, desk: Desk, calendar: dict[str, Any], timezone: str = "UTC"
+) -> None:
+    """Set the desk's tenant's business calendar and time zone directly in the database."""
+    async with db.dangerously_unscoped_session() as session:
+        await session.execute(
+            update(Tenant)
+            .where(Tenant.id == desk.tenant.id)
+            .values(timezone=timezone, business_calendar=calendar)
+        )
+        await session.commit()
