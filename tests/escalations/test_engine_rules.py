@@ -251,6 +251,42 @@ async def test_a_reopened_incident_is_escalated_again(app: Litestar, desk: Desk,
         ("triggered", "agent"),
     ]
 
+    # The resolution's job arrives again (or for the first time: jobs of one incident may run in any order,
+    # and several workers run them at once). It ends what was running when the incident was resolved, never
+    # the escalation of the reopening that came after it.
+    (resolution,) = [
+        e
+        for e in await desk.history(incident)
+        if e["type"] == "state_changed" and e["data"]["to"] == "resolved"
+    ]
+    await run_jobs(
+        app,
+        (
+            "escalations.on_incident_event",
+            {
+                "tenant_id": desk.tenant.id,
+                "event_id": resolution["id"],
+                "type": "incident.state_changed",
+                "occurred_at": resolution["occurred_at"],
+                "payload": {
+                    "incident_id": incident["id"],
+                    "seq": resolution["seq"],
+                    "data": resolution["data"],
+                },
+            },
+        ),
+    )
+    escalations = await escalations_of(desk, incident["id"])
+    assert [(e["trigger"], e["state"]) for e in escalations] == [
+        ("created", "resolved"),
+        ("reopened:1", "active"),
+    ]
+    pages = await pages_of(desk, incident["id"])
+    assert sorted((p["state"], who(desk, p)) for p in pages) == [
+        ("acknowledged", "agent"),
+        ("triggered", "agent"),
+    ]
+
 
 async def test_an_incident_opened_at_the_priority_is_not_escalated_again_when_raised_back(
     app: Litestar, desk: Desk

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from msp_platform.kit.pagination import Ordering, SortKey, paginate
-from msp_platform.models.incident import Incident
+from msp_platform.models.incident import Incident, IncidentEvent
 from msp_platform.models.oncall import (
     Escalation,
     EscalationLevel,
@@ -216,6 +216,18 @@ class EscalationRepository:
             cursor=cursor,
             scope=f"escalations:{incident_id}",
         )
+
+    async def escalations_started_after(self, incident_id: uuid.UUID, seq: int) -> set[uuid.UUID]:
+        """The escalations whose ``escalation_started`` event comes after event ``seq`` in the incident's log
+        (one sequence per incident, written under the incident's lock, so the order is exact)."""
+        rows = await self.session.scalars(
+            select(IncidentEvent.data).where(
+                IncidentEvent.incident_id == incident_id,
+                IncidentEvent.type == "escalation_started",
+                IncidentEvent.seq > seq,
+            )
+        )
+        return {uuid.UUID(data["escalation_id"]) for data in rows.all() if data.get("escalation_id")}
 
     async def triggered_pages_of_incident(self, incident_id: uuid.UUID) -> list[Page]:
         stmt = select(Page).where(Page.incident_id == incident_id, Page.state == "triggered")

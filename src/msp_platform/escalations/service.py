@@ -28,6 +28,7 @@ Rules the engine keeps:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -471,7 +472,13 @@ async def on_incident_event(
     if incident is None:
         return []
     if event_type == "incident.state_changed" and payload.get("data", {}).get("to") in CLOSED_STATES:
-        await resolve_for_incident(session, incident, actor="system:incident-" + str(payload["data"]["to"]))
+        # Jobs of one incident may run out of order: when the incident was reopened (and escalated again)
+        # before this job ran, the escalations started after the resolution are not this event's to end.
+        seq = payload.get("seq")
+        spare = await repo.escalations_started_after(incident.id, int(seq)) if seq is not None else set()
+        await resolve_for_incident(
+            session, incident, actor="system:incident-" + str(payload["data"]["to"]), spare=spare
+        )
         return []
     if str(getattr(incident.state, "value", incident.state)) in CLOSED_STATES:
         return []
@@ -900,19 +907,25 @@ async def _stop_all(
     by: str | None,
     now: datetime,
     keep_page: uuid.UUID | None = None,
+    spare: Collection[uuid.UUID] = (),
 ) -> list[Escalation]:
-    """Stop every running escalation of the incident (all triggers, policies, handovers): their pending
-    levels are cancelled and their other unanswered pages superseded (or resolved)."""
+    """Stop every running escalation of the incident (all triggers, policies, handovers) but those in
+    ``spare``: their pending levels are cancelled and their other unanswered pages superseded (or resolved)."""
     repo = EscalationRepository(session)
     states = (ACTIVE,) if state == ACKNOWLEDGED else (ACTIVE, ACKNOWLEDGED)
-    stopped = await repo.escalations_of(incident.id, states=states, for_update=True)
+    running = await repo.escalations_of(incident.id, states=states, for_update=True)
+    stopped = [e for e in running if e.id not in spare]
     for escalation in stopped:
         if state == ACKNOWLEDGED:
             escalation.state, escalation.acknowledged_at, escalation.acknowledged_by = state, now, by
         else:
             escalation.state, escalation.resolved_at = state, now
         await timers.cancel(session, kind=TIMER_KIND, subject_id=escalation.id)
-    others = [p.id for p in await repo.triggered_pages_of_incident(incident.id) if p.id != keep_page]
+    others = [
+        p.id
+        for p in await repo.triggered_pages_of_incident(incident.id)
+        if p.id != keep_page and p.escalation_id not in spare
+    ]
     await repo.supersede_pages(others, "superseded" if state == ACKNOWLEDGED else "resolved", now)
     return stopped
 
@@ -1002,9 +1015,11 @@ async def resolve_page(session: AsyncSession, principal: Principal, page: Page) 
     return page
 
 
-async def resolve_for_incident(session: AsyncSession, incident: Incident, *, actor: str) -> None:
-    """The incident is resolved: its escalations stop."""
-    await _stop_all(session, incident, state=RESOLVED, by=actor, now=utcnow())
+async def resolve_for_incident(
+    session: AsyncSession, incident: Incident, *, actor: str, spare: Collection[uuid.UUID] = ()
+) -> None:
+    """The incident is resolved: its escalations (but those in ``spare``) stop."""
+    await _stop_all(session, incident, state=RESOLVED, by=actor, now=utcnow(), spare=spare)
     await session.flush()
 
 
