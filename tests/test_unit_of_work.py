@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import pytest
@@ -16,17 +17,22 @@ from tests.conftest import Factory
 from msp_platform.db.engine import Database
 from msp_platform.models.idempotency import IdempotencyRecord
 
+_ARMED: ContextVar[FailNextCommit | None] = ContextVar("fail_next_commit", default=None)
+
 
 class FailNextCommit:
-    """Make the next commit of any session fail the way a database would."""
+    """Make the next commit the test itself causes fail the way a database would. Only commits made in the
+    test's context count (its requests run in it): a worker thread or a task started earlier, committing
+    its own session meanwhile, must not take the failure meant for the request."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
         self.error = error
         self.original = AsyncSession.commit
         self.fired = False
+        _ARMED.set(self)
 
         async def commit(session: AsyncSession) -> None:
-            if not self.fired:
+            if not self.fired and _ARMED.get() is self:
                 self.fired = True
                 await session.flush()  # the statements ran; only the COMMIT fails
                 raise self.error
