@@ -19,6 +19,7 @@ from msp_platform.auth.tokens import AccessTokenVerifier
 from msp_platform.config import BrokerKind, Environment, Settings, get_settings
 from msp_platform.db.engine import Database
 from msp_platform.health.endpoints import STATE_LOOPS, STATE_WORKER, HealthController
+from msp_platform.kit.cors import cors_config
 from msp_platform.kit.docs import ProblemDocsController
 from msp_platform.kit.idempotency import IdempotentReplay
 from msp_platform.kit.input_guard import refuse_nul_characters
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_send=[add_request_id_header],
         openapi_config=openapi_config(_version()),
         request_max_body_size=settings.request_max_body_bytes,
+        cors_config=cors_config(settings.cors_origin_list),
         state=State({"settings": settings}),
         debug=False,
     )

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # ``{MSP_ISSUER}/accept-invitation``. The token is appended as ``?token=`` (``&token=`` after a query).
     invitation_accept_url: str = ""
 
+    # Browser consoles on other origins: comma-separated origins (https://portal.example.org) or * for any.
+    # Empty: no cross-origin access (same-origin consoles and server-side clients need none).
+    cors_origins: str = ""
+
     tenants_dir: Path = PROJECT_ROOT / "tenants"
     billing_dir: Path = PROJECT_ROOT / "billing"
     integrations_dir: Path = PROJECT_ROOT / "integrations"
@@ -109,6 +113,19 @@ class Settings(BaseSettings):
                 f"(got {scheme!r}); leave it unset for the in-process broker"
             )
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        from msp_platform.kit.cors import parse_origins
+
+        return ",".join(parse_origins(value))
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        from msp_platform.kit.cors import parse_origins
+
+        return parse_origins(self.cors_origins)
 
     @field_validator("signing_alg")
     @classmethod
