@@ -258,3 +258,91 @@ async def test_an_internal_work_note_is_an_internal_audit_event(desk: Any, clien
     assert [(e["action"], e["internal"]) for e in staff_view.json()["items"]] == [
         ("incident_comment.created", True)
     ]
+
+
+async def _cli(backend: Backend, *args: str) -> Result:
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, audit_cli, list(args), env=_cli_env(backend))
+
+
+async def test_an_operator_restores_a_deleted_head_and_the_restoration_is_on_record(
+    backend: Backend, factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    async with owner_db.dangerously_unscoped_session() as session:
+        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
+        await session.commit()
+    site = {"code": "AFTER", "name": "After"}
+    assert (await client.post("/api/v1/sites", json=site, headers=headers)).status_code == 503
+
+    usage = await _cli(backend, "restore", "--reason", "examined")
+    assert usage.exit_code == 2
+    assert "--tenant SLUG or --platform" in usage.output
+    reason = "INC-4471: head row lost in a bad restore; events checked against the nightly backup"
+    restored = await _cli(backend, "restore", "--tenant", tenant.slug, "--reason", reason, "--by", "dana")
+    assert restored.exit_code == 0, restored.output
+    assert f"restored {tenant.slug}: head restored at event" in restored.output
+    assert "found: the chain's head record is missing" in restored.output
+
+    # Changes are recorded again, on the same chain, after the restoration.
+    assert (await client.post("/api/v1/sites", json=site, headers=headers)).status_code == 201
+    report = (await client.get(VERIFY, headers=headers)).json()
+    assert report["valid"] is True, report
+    events = (await client.get(EVENTS, params={"limit": 200}, headers=headers)).json()["items"]
+    (restoration,) = [e for e in events if e["action"] == "audit_chain.restored"]
+    assert restoration["actor"] == "operator:dana"
+    assert restoration["changes"]["reason"] == [None, reason]
+    assert restoration["changes"]["found"] == [None, "the chain's head record is missing"]
+    assert [e["action"] for e in events].index("site.created") < [e["action"] for e in events].index(
+        "audit_chain.restored"
+    ), "newest first: the site created after the restoration"
+
+    again = await _cli(backend, "restore", "--tenant", tenant.slug, "--reason", reason)
+    assert again.exit_code == 0, again.output
+    assert "nothing to restore" in again.output
+
+
+async def test_a_log_deleted_whole_with_its_head_cannot_start_over(
+    backend: Backend, factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    async with owner_db.dangerously_unscoped_session() as session:
+        await session.execute(delete(AuditEvent).where(AuditEvent.tenant_id == tenant.id))
+        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
+        await session.commit()
+    # Nothing is left that says a chain existed; the next change would start a consistent chain at event 1
+    # and bury the deletion. It is refused: a tenant's log starts in the transaction that creates it.
+    site = {"code": "N", "name": "N"}
+    refused = await client.post("/api/v1/sites", json=site, headers=headers)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["type"].endswith("/problems/audit-log-broken")
+
+    restored = await _cli(backend, "restore", "--tenant", tenant.slug, "--reason", "log lost; see INC-9")
+    assert restored.exit_code == 0, restored.output
+    assert "head restored at event 0" in restored.output
+    assert (await client.post("/api/v1/sites", json=site, headers=headers)).status_code == 201
+    events = (await client.get(EVENTS, headers=headers)).json()["items"]
+    assert [(e["seq"], e["action"]) for e in events] == [(2, "site.created"), (1, "audit_chain.restored")]
+    assert events[1]["changes"]["found"] == [None, "the tenant's audit log and chain head are missing"]
+
+
+async def test_restoring_a_chain_whose_head_is_present_changes_nothing(
+    backend: Backend, factory: Factory, client: AsyncClient, owner_db: Database
+) -> None:
+    tenant, headers = await _tenant_with_events(factory, client)
+    async with owner_db.dangerously_unscoped_session() as session:
+        await session.execute(
+            update(AuditEvent)
+            .where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq == 2)
+            .values(actor="someone-else")
+        )
+        await session.commit()
+    kept = await _cli(backend, "restore", "--tenant", tenant.slug, "--reason", "looked at it")
+    assert kept.exit_code == 1, kept.output
+    assert "nothing to restore" in kept.output
+    assert "event 2 was altered; that stays on record" in kept.output
+    report = (await client.get(VERIFY, headers=headers)).json()
+    assert (report["valid"], report["first_bad_seq"]) == (False, 2)
+    missing = await _cli(backend, "restore", "--tenant", "no-such-tenant", "--reason", "x")
+    assert missing.exit_code == 1
+    assert "no tenant 'no-such-tenant'" in missing.output

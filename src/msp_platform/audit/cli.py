@@ -64,6 +64,62 @@ def verify(tenant_slug: str | None) -> None:
         sys.exit(1)
 
 
+@audit_cli.command("restore")
+@click.option("--tenant", "tenant_slug", default=None, help="The tenant whose chain head is gone (slug).")
+@click.option("--platform", "platform", is_flag=True, help="The platform chain instead of a tenant's.")
+@click.option("--reason", required=True, help="What was examined and why writing may resume (recorded).")
+@click.option("--by", "operator", default=None, help="Who restores it (recorded; default: the OS user).")
+def restore(tenant_slug: str | None, platform: bool, reason: str, operator: str | None) -> None:
+    """Let a tenant's changes be recorded again after its chain head was deleted.
+
+    While a chain's head row is gone, every change of that tenant is refused (503 audit-log-broken). After
+    examining the log (``msp audit verify``), this puts the head back at the last stored event and appends an
+    ``audit_chain.restored`` event with what was found, the reason and the operator; altered or missing
+    events keep failing ``verify``. A chain whose head is present is left alone."""
+    import getpass
+
+    from sqlalchemy import select
+
+    from msp_platform.audit.service import ACTOR, PLATFORM_CHAIN, restore_head
+    from msp_platform.authz.service import system_tenant_context
+    from msp_platform.db.engine import Database
+    from msp_platform.db.session import set_tenant_context
+    from msp_platform.models.tenant import Tenant
+
+    if platform == (tenant_slug is not None):
+        raise click.UsageError("name one chain: --tenant SLUG or --platform")
+    if not reason.strip():
+        raise click.UsageError("--reason must say what was examined")
+    actor = f"operator:{(operator or getpass.getuser()).strip()[:120]}"
+
+    async def _go() -> bool:
+        db = Database.create(get_settings())
+        try:
+            async with db.dangerously_unscoped_session() as session:
+                chain = PLATFORM_CHAIN
+                if tenant_slug is not None:
+                    tenant = await session.scalar(select(Tenant).where(Tenant.slug == tenant_slug))
+                    if tenant is None:
+                        click.echo(f"no tenant {tenant_slug!r}", err=True)
+                        return False
+                    chain = str(tenant.id)
+                    await set_tenant_context(session, system_tenant_context(tenant.id))
+                session.info[ACTOR] = actor
+                outcome = await session.run_sync(restore_head, chain, reason=reason.strip())
+                await session.commit()
+                label = tenant_slug or PLATFORM_CHAIN
+                found = "" if outcome.report.valid else f" (found: {outcome.report.problem})"
+                click.echo(
+                    f"{'restored' if outcome.restored else 'unchanged'} {label}: {outcome.message}{found}"
+                )
+                return outcome.restored or outcome.report.valid
+        finally:
+            await db.dispose()
+
+    if not asyncio.run(_go()):
+        sys.exit(1)
+
+
 def _uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)

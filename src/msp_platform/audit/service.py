@@ -28,7 +28,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, inspect, select
+from sqlalchemy import Table, event, func, insert, inspect, select
 from sqlalchemy.orm import Session, UOWTransaction
 
 from msp_platform.config import Settings
@@ -336,11 +336,16 @@ class AuditChainBroken(PlatformError):
         503,
         "Audit log integrity failure",
         "The tenant's audit log failed its integrity check, so no change can be recorded; changes are "
-        "refused until an operator has examined it (`msp audit verify`). Reads still work.",
+        "refused until an operator has examined it (`msp audit verify`) and restored it (`msp audit restore`). "
+        "Reads still work.",
     )
 
 
-def _lock_head(session: Session, chain: str) -> AuditChain:
+def _lock_head(session: Session, chain: str, pending: list[PendingEvent]) -> AuditChain:
+    """Lock the chain's head, creating it for a new chain. A head that must be created although the chain
+    is not new (it has events, or it is the chain of a tenant not created in this transaction: deleting a
+    whole log with its head must not let the next change start a fresh, consistent chain) means the log
+    was tampered with: nothing is appended until an operator restores it (``msp audit restore``)."""
     dialect = session.get_bind().dialect.name
     values = {"chain": chain, "seq": 0, "head_hash": GENESIS, "events": 0}
     if dialect == "postgresql":
@@ -351,10 +356,12 @@ def _lock_head(session: Session, chain: str) -> AuditChain:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         created = session.execute(sqlite_insert(AuditChain).values(values).on_conflict_do_nothing())
-    if getattr(created, "rowcount", 0) == 1 and _has_events(session, chain):
+    if getattr(created, "rowcount", 0) == 1 and (
+        _has_events(session, chain) or _tenant_existed(chain, pending)
+    ):
         raise AuditChainBroken(
-            f"the head of audit chain {chain} is missing while the chain has events: the audit log was "
-            "tampered with (see `msp audit verify`); nothing is appended to it"
+            f"the head of audit chain {chain} is missing although the chain is not new: the audit log was "
+            "tampered with (see `msp audit verify`, then `msp audit restore`); nothing is appended to it"
         )
     head = session.execute(
         select(AuditChain)
@@ -363,6 +370,14 @@ def _lock_head(session: Session, chain: str) -> AuditChain:
         .execution_options(populate_existing=True)
     ).scalar_one()
     return head
+
+
+def _tenant_existed(chain: str, pending: list[PendingEvent]) -> bool:
+    """A tenant's log starts with its creation, in the transaction that creates it (every tenant from before
+    the audit log was adopted with a sealed head by a migration)."""
+    if chain == PLATFORM_CHAIN:
+        return False
+    return not any(item.action == "tenant.created" and item.object_id == chain for item in pending)
 
 
 def _has_events(session: Session, chain: str) -> bool:
@@ -387,7 +402,7 @@ def _append(session: Session) -> None:
     key = _key(session)
     # A fixed lock order: two transactions touching the same chains cannot deadlock.
     for chain in sorted(by_chain):
-        head = _lock_head(session, chain)
+        head = _lock_head(session, chain, by_chain[chain])
         seq, prev = head.seq, head.head_hash
         rows: list[dict[str, Any]] = []
         for item in by_chain[chain]:
@@ -500,3 +515,68 @@ def chains(session: Session) -> list[str]:
 
 
 __all__ = ["CTX_KEY", "ChainReport", "chains", "label", "record", "set_actor", "verify_chain"]
+
+
+@dataclass(frozen=True)
+class Restoration:
+    chain: str
+    restored: bool
+    message: str
+    report: ChainReport
+
+
+def restore_head(session: Session, chain: str, *, reason: str) -> Restoration:
+    """After an operator has examined a chain whose head row is gone (changes to that tenant are refused,
+    ``AuditChainBroken``): put a head back at the last stored event and append an ``audit_chain.restored``
+    event saying what was found, by whom and why. The damage stays on record: the restoration is itself a
+    chained event, and any altered or missing event still fails ``verify_chain``. A chain whose head is
+    present is left alone (its changes are not refused; there is nothing to restore)."""
+    report = verify_chain(session, chain)
+    head = session.get(AuditChain, chain, populate_existing=True)
+    if head is not None:
+        message = "the chain's head is present; nothing to restore"
+        if not report.valid:
+            message += f" (the chain still fails verification: {report.problem}; that stays on record)"
+        return Restoration(chain, False, message, report)
+    model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
+    stmt = select(model.seq, model.hash).order_by(model.seq.desc()).limit(1)
+    tenant_id = _tenant_of(chain)
+    if chain != PLATFORM_CHAIN:
+        stmt = stmt.where(model.tenant_id == tenant_id)
+    last = session.execute(stmt).first()
+    seq, head_hash = (int(last[0]), str(last[1])) if last is not None else (0, GENESIS)
+    count_stmt = select(func.count()).select_from(model)
+    if chain != PLATFORM_CHAIN:
+        count_stmt = count_stmt.where(model.tenant_id == tenant_id)
+    events = int(session.execute(count_stmt).scalar_one())
+    session.add(
+        AuditChain(
+            chain=chain,
+            seq=seq,
+            head_hash=head_hash,
+            events=events,
+            mac=head_mac(_key(session), chain, seq, head_hash),
+        )
+    )
+    session.flush()
+    session.info.setdefault(PENDING, []).append(
+        PendingEvent(
+            chain=chain,
+            tenant_id=tenant_id if chain != PLATFORM_CHAIN else None,
+            occurred_at=utcnow(),
+            actor=str(session.info.get(ACTOR) or "system"),
+            action="audit_chain.restored",
+            object_type="audit_chain",
+            object_id=chain,
+            changes={
+                "head": [None, {"seq": seq, "hash": head_hash}],
+                "found": [None, report.problem],
+                "reason": [None, reason],
+            },
+            # The tenant's admins read their own log: they see that it was restored, when and why.
+            internal=False,
+        )
+    )
+    return Restoration(
+        chain, True, f"head restored at event {seq}; the restoration is event {seq + 1}", report
+    )
