@@ -148,6 +148,29 @@ async def _(w: World) -> None:
     await _not_found(w, "POST", f"{API}/users/{w.b_user['id']}/invitations")
 
 
+@probe("GET", f"{API}/users/{{user_id}}/invitations")
+async def _(w: World) -> None:
+    await w.client.post(f"{API}/users/{w.b_user['id']}/invitations", headers=w.b_admin)
+    await _not_found(w, "GET", f"{API}/users/{w.b_user['id']}/invitations")
+
+
+@probe("POST", f"{API}/users/{{user_id}}/invitations/{{invitation_id}}/revoke")
+async def _(w: World) -> None:
+    invited = await w.client.post(f"{API}/users/{w.b_user['id']}/invitations", headers=w.b_admin)
+    invitation_id = invited.json()["id"]
+    await _not_found(w, "POST", f"{API}/users/{w.b_user['id']}/invitations/{invitation_id}/revoke")
+    # B's invitation under one of A's own users: still nothing.
+    a_user = await w.client.post(
+        f"{API}/users", json={"email": f"{uuid.uuid4().hex[:6]}@a.example", "name": "A"}, headers=w.a_admin
+    )
+    await _not_found(
+        w, "POST", f"{API}/users/{a_user.json()['id']}/invitations/{invitation_id}/revoke", also_agent=False
+    )
+    listed = await w.client.get(f"{API}/users/{w.b_user['id']}/invitations", headers=w.b_admin)
+    newest = listed.json()["items"][0]
+    assert (newest["id"], newest["status"]) == (invitation_id, "pending")
+
+
 @probe("POST", f"{API}/users/import")
 async def _(w: World) -> None:
     body = f"email,name,site\nnew-{uuid.uuid4().hex[:6]}@a.example,New,{w.b_site['code']}\n".encode()

@@ -5,6 +5,7 @@ and their tenant grants)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -27,6 +28,7 @@ from msp_platform.identity.schemas import (
     InvitationAccepted,
     InvitationCreate,
     InvitationCreated,
+    InvitationOut,
     StaffCreate,
     StaffOut,
     StaffUpdate,
@@ -47,11 +49,26 @@ from msp_platform.kit.errors import NotFound
 from msp_platform.kit.etag import IfMatch, check_if_match, headers_of
 from msp_platform.kit.pagination import Cursor, Limit, Page
 from msp_platform.kit.patch import sent_fields
+from msp_platform.kit.time import utcnow
 from msp_platform.kit.uow import STATE_ROLLBACK, provide_db_session
+from msp_platform.models.invitation import Invitation
 from msp_platform.models.oauth import OAuthClient
 from msp_platform.models.staff import StaffGrant, StaffMember
 from msp_platform.models.user import User, UserRole
 from msp_platform.state import services_of
+
+
+def invitation_out(invitation: Invitation, now: datetime) -> InvitationOut:
+    return InvitationOut(
+        id=invitation.id,
+        user_id=invitation.user_id,
+        status=service.invitation_status(invitation, now),
+        created_at=invitation.created_at,
+        created_by=invitation.created_by,
+        expires_at=invitation.expires_at,
+        used_at=invitation.used_at,
+        revoked_at=invitation.revoked_at,
+    )
 
 
 def user_out(user: User) -> UserOut:
@@ -253,6 +270,47 @@ class UserController(Controller):
             accept_url=created.accept_url,
             email=created.email.value,
         )
+
+    @get(
+        "/{user_id:uuid}/invitations",
+        summary="A user's invitations, newest first, with their status",
+        description="`pending` (the link works), `used`, `revoked` or `expired`; tokens are never shown again.",
+        **USERS_READ,
+    )
+    async def list_invitations(
+        self,
+        session: Session,
+        ctx: Ctx,
+        user_id: FromPath[uuid.UUID],
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> Page[InvitationOut]:
+        user = await service.get_user(session, user_id)
+        rows, next_cursor = await UserRepository(session).invitations_page(
+            user.id, limit=limit, cursor=cursor
+        )
+        now = utcnow()
+        return Page(items=[invitation_out(i, now) for i in rows], next_cursor=next_cursor)
+
+    @post(
+        "/{user_id:uuid}/invitations/{invitation_id:uuid}/revoke",
+        status_code=200,
+        summary="Revoke an invitation: its link stops working at once",
+        description="For a link sent to the wrong address or forwarded. Revoking a revoked or expired "
+        "invitation changes nothing; a used one answers 409 (deactivate the user instead). To send a fresh "
+        "link, create a new invitation (it also revokes the older ones).",
+        **USERS_WRITE,
+    )
+    async def revoke_invitation(
+        self,
+        session: Session,
+        ctx: Ctx,
+        user_id: FromPath[uuid.UUID],
+        invitation_id: FromPath[uuid.UUID],
+    ) -> InvitationOut:
+        user = await service.get_user(session, user_id)
+        invitation = await service.get_invitation(session, user, invitation_id)
+        return invitation_out(await service.revoke_invitation(session, invitation), utcnow())
 
     @import_post(
         "/import",

@@ -23,6 +23,7 @@ from msp_platform.models.user import User
 CLIENT_ORDER = Ordering("created", (SortKey(OAuthClient.created_at), SortKey(OAuthClient.id)))
 STAFF_ORDER = Ordering("email", (SortKey(StaffMember.email), SortKey(StaffMember.id)))
 USER_ORDER = Ordering("email", (SortKey(User.email), SortKey(User.id)))
+INVITATION_ORDER = Ordering("newest", (SortKey(Invitation.created_at, True), SortKey(Invitation.id, True)))
 # Batch lookups send at most this many values per IN (...): well under SQLite's and asyncpg's parameter limits.
 CHUNK = 1000
 T = TypeVar("T")
@@ -216,6 +217,14 @@ class UserRepository:
             select(Invitation).where(Invitation.token_hash == token_hash).with_for_update()
         )
         return found
+
+    async def invitations_page(
+        self, user_id: uuid.UUID, *, limit: int | None, cursor: str | None
+    ) -> tuple[list[Invitation], str | None]:
+        stmt: Select[Any] = select(Invitation).where(Invitation.user_id == user_id)
+        return await paginate(
+            self.session, stmt, ordering=INVITATION_ORDER, limit=limit, cursor=cursor, scope="invitations"
+        )
 
     async def invitation(self, invitation_id: uuid.UUID) -> Invitation | None:
         found: Invitation | None = await self.session.scalar(

@@ -164,6 +164,22 @@ class InvitationCreated(msgspec.Struct, kw_only=True):
     email: Literal["queued", "not_configured"]
 
 
+# pending: the link still works; used: the password was set with it; revoked: withdrawn (a newer invitation,
+# the user deactivated, or revoked by hand); expired: past ``expires_at`` unused.
+InvitationStatus = Literal["pending", "used", "revoked", "expired"]
+
+
+class InvitationOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: InvitationStatus
+    created_at: datetime
+    created_by: str | None
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
 class InvitationAccept(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     token: str
     password: str

@@ -27,7 +27,7 @@ from msp_platform.config import Settings
 from msp_platform.db.session import set_tenant_context
 from msp_platform.identity.invitation_email import InvitationEmail, accept_url, queue_invitation_email
 from msp_platform.identity.repository import ClientRepository, StaffRepository, UserRepository
-from msp_platform.identity.schemas import UserCreate, UserImportRow
+from msp_platform.identity.schemas import InvitationStatus, UserCreate, UserImportRow
 from msp_platform.kit.bulk import ImportMode, ImportReport, ReportBuilder, RowStatus, SourceRow, convert_row
 from msp_platform.kit.crypto import sha256_hex
 from msp_platform.kit.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed, problem_type
@@ -428,6 +428,36 @@ async def create_invitation(
     await session.flush()
     email = queue_invitation_email(session, settings, invitation, token, tenant_id=user.tenant_id)
     return NewInvitation(invitation, token, accept_url(settings, token), email)
+
+
+def invitation_status(invitation: Invitation, now: datetime) -> InvitationStatus:
+    if invitation.used_at is not None:
+        return "used"
+    if invitation.revoked_at is not None:
+        return "revoked"
+    return "expired" if invitation.expires_at <= now else "pending"
+
+
+async def get_invitation(session: AsyncSession, user: User, invitation_id: uuid.UUID) -> Invitation:
+    invitation = await UserRepository(session).invitation(invitation_id)
+    if invitation is None or invitation.user_id != user.id:
+        raise NotFound(f"Invitation {invitation_id} of user {user.email} not found.")
+    return invitation
+
+
+async def revoke_invitation(session: AsyncSession, invitation: Invitation) -> Invitation:
+    """Withdraw an invitation (a link sent to the wrong address, a leaked email): its token stops working at
+    once. Revoking a revoked or expired one changes nothing; a used one is refused (the password is set:
+    deactivate the user to close their access)."""
+    if invitation.used_at is not None:
+        raise Conflict(
+            "This invitation was already used to set a password; deactivate the user to close their access."
+        )
+    if invitation.revoked_at is None:
+        invitation.revoked_at = utcnow()
+        label(session, invitation, "revoked")
+        await session.flush()
+    return invitation
 
 
 async def accept_invitation(session: AsyncSession, token: str, password: str) -> tuple[User, Tenant]:
