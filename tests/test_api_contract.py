@@ -68,6 +68,16 @@ async def test_every_operation_documents_its_problem_responses(client: AsyncClie
             if (method.upper(), path) not in PUBLIC_OPERATIONS:
                 assert {"401", "403", "429"} <= set(responses), (method, path)
                 assert "application/problem+json" in responses["401"]["content"]
+            parameters = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
+            if any(where == "query" for where, _ in parameters):
+                # A malformed filter, limit or cursor is a 422 problem.
+                assert "422" in responses, (method, path)
+            if ("header", "If-Match") in parameters:
+                assert "412" in responses, (method, path)
+    sign_in = schema["paths"]["/api/v1/auth/sign-in"]["post"]["responses"]
+    assert {"401", "429"} <= set(sign_in)
+    assert "application/problem+json" in sign_in["401"]["content"]
+    assert "429" in schema["paths"]["/api/v1/auth/accept-invitation"]["post"]["responses"]
 
 
 # Public POSTs that do not honour Idempotency-Key (OAuth and sign-in answer fresh tokens every time).

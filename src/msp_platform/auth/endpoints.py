@@ -17,6 +17,7 @@ from msp_platform.auth.scopes import ALL_SCOPES
 from msp_platform.auth.server import CONSOLE_CLIENT_ID, OAuthResponse
 from msp_platform.kit.deps import Session
 from msp_platform.kit.errors import PROBLEM_MEDIA_TYPE, BadRequest, problem_type
+from msp_platform.kit.openapi import problem_response
 from msp_platform.kit.problems import problem_body
 from msp_platform.kit.uow import STATE_ROLLBACK, provide_db_session, tenant_context_of
 from msp_platform.state import services_of
@@ -200,6 +201,10 @@ class SessionController(Controller):
         summary="Sign in with email and password",
         description="Returns the same tokens as the token endpoint's password grant. Staff omit `tenant`; "
         "tenant users give their organization's slug.",
+        responses={
+            401: problem_response("The email, password or tenant is wrong, or the account is deactivated."),
+            429: problem_response("Too many sign-in attempts for this account; see Retry-After."),
+        },
     )
     async def sign_in(
         self, request: Request[Any, Any, Any], session: Session, data: JSONBody[SignInRequest]

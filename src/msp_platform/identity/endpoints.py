@@ -47,6 +47,7 @@ from msp_platform.kit.bulk import (
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Ctx, Session, TenantId
 from msp_platform.kit.errors import NotFound
 from msp_platform.kit.etag import IfMatch, check_if_match, headers_of
+from msp_platform.kit.openapi import problem_response
 from msp_platform.kit.pagination import Cursor, Limit, Page
 from msp_platform.kit.patch import sent_fields
 from msp_platform.kit.time import utcnow
@@ -353,6 +354,7 @@ class InvitationAcceptController(Controller):
         "`POST /api/v1/auth/sign-in` and `tenant` set to the returned slug. An unknown, expired, used or "
         "withdrawn token is a 400 `invitation-invalid` problem (`reason` says which). Attempts are limited "
         "per client address (MSP_RATE_LIMIT_PER_MINUTE): beyond it, 429 with `Retry-After`.",
+        responses={429: problem_response("Too many attempts from this address; see Retry-After.")},
     )
     async def accept(
         self, request: Request[Any, Any, Any], session: Session, data: JSONBody[InvitationAccept]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,16 +46,42 @@ class ProblemDetails(msgspec.Struct, kw_only=True):
     errors: list[FieldErrorOut] | None = None
 
 
-def _problem(description: str) -> ResponseSpec:
+def problem_response(description: str) -> ResponseSpec:
+    """A documented problem+json response (for a handler's own ``responses``)."""
     return ResponseSpec(
         data_container=ProblemDetails, description=description, media_type="application/problem+json"
     )
+
+
+_problem = problem_response
+# Handler arguments that are not query parameters: Litestar's reserved names and the shared dependencies.
+_NOT_QUERY = frozenset(
+    {"self", "request", "data", "state", "headers", "cookies", "query", "scope", "socket", "body"}
+)
+_PATH_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
+
+
+def _arguments(handler: HTTPRouteHandler) -> set[str]:
+    try:
+        return set(inspect.signature(handler.fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _takes_query(handler: HTTPRouteHandler, arguments: set[str]) -> bool:
+    """Whether the handler reads query parameters (which a malformed value makes a 422)."""
+    from msp_platform.kit.deps import DEPENDENCIES
+
+    path_params = {name for p in handler.paths for name in _PATH_PARAM.findall(p)}
+    known = _NOT_QUERY | set(DEPENDENCIES) | set(handler.dependencies or {}) | path_params | {"if_match"}
+    return bool(arguments - known)
 
 
 def _defaults(handler: HTTPRouteHandler, public: bool) -> dict[int, ResponseSpec]:
     methods = {m.upper() for m in handler.http_methods}
     has_params = any("{" in p for p in handler.paths)
     writes = bool(methods & {"POST", "PUT", "PATCH", "DELETE"})
+    arguments = _arguments(handler)
     out: dict[int, ResponseSpec] = {
         400: _problem("Malformed request (syntax, encoding, headers)."),
         500: _problem("Unexpected server error; quote the request id."),
@@ -64,8 +92,10 @@ def _defaults(handler: HTTPRouteHandler, public: bool) -> dict[int, ResponseSpec
         out[429] = _problem("Rate limit exceeded; see Retry-After.")
     if has_params or not public:
         out[404] = _problem("Not found, or not visible to the caller.")
-    if writes or has_params:
+    if writes or has_params or _takes_query(handler, arguments):
         out[422] = _problem("Validation failed; see `errors`.")
+    if "if_match" in arguments:
+        out[412] = _problem("`If-Match` names an older ETag: someone changed it since you read it.")
     if writes:
         out[409] = _problem("Conflicts with the current state.")
         out[413] = _problem("Request body too large.")
