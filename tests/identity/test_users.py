@@ -303,3 +303,19 @@ async def test_concurrent_creates_of_one_email_store_one_and_never_500(
     assert statuses.count(201) == 1, [r.text for r in responses]
     assert set(statuses) <= {201, 409, 422}, [r.text for r in responses if r.status_code >= 500]
     assert await stored_users(owner_db, tenant, email="race@x.org") == 1
+
+
+async def test_the_staff_list_filters_by_role_and_refuses_an_unknown_one(
+    factory: Factory, client: AsyncClient
+) -> None:
+    admin = await factory.headers(await factory.staff(role="msp_admin", tier=None))
+    agent = await factory.staff(role="msp_agent")
+    agents = await client.get("/api/v1/staff", params={"role": "msp_agent", "limit": 200}, headers=admin)
+    assert agents.status_code == 200, agents.text
+    assert {s["role"] for s in agents.json()["items"]} == {"msp_agent"}
+    assert str(agent.id) in {s["id"] for s in agents.json()["items"]}
+    # An empty or unknown role is the caller's mistake, not a server error (it was a 500).
+    for role in ("", "root"):
+        refused = await client.get("/api/v1/staff", params={"role": role, "active": "true"}, headers=admin)
+        assert refused.status_code == 422, (role, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"

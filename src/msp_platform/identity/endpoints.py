@@ -54,7 +54,7 @@ from msp_platform.kit.time import utcnow
 from msp_platform.kit.uow import STATE_ROLLBACK, provide_db_session
 from msp_platform.models.invitation import Invitation
 from msp_platform.models.oauth import OAuthClient
-from msp_platform.models.staff import StaffGrant, StaffMember
+from msp_platform.models.staff import StaffGrant, StaffMember, StaffRole
 from msp_platform.models.user import User, UserRole
 from msp_platform.state import services_of
 
@@ -448,7 +448,7 @@ class StaffController(Controller):
         session: Session,
         limit: Limit = None,
         cursor: Cursor = None,
-        role: FromQuery[str | None] = None,
+        role: FromQuery[StaffRole | None] = None,
         active: FromQuery[bool | None] = None,
     ) -> Page[StaffOut]:
         rows, next_cursor = await StaffRepository(session).page(
