@@ -124,7 +124,9 @@ class TestSending:
         # The job's message holds the token sealed, never in clear text.
         [job] = await jobs_for(owner_db, invitation["id"])
         stored = json.dumps(job.kwargs)
-        secret_part = token.rsplit("_", 1)[1]
+        # msp_inv_<tenant hex>_<secret>: the secret is URL-safe base64 and may itself contain "_".
+        secret_part = token.split("_", 3)[3]
+        assert len(secret_part) == 43
         assert token not in stored
         assert secret_part not in stored
         assert job.tenant_id == tenant.id
