@@ -132,6 +132,32 @@ class TestSending:
         assert job.tenant_id == tenant.id
         assert unseal_token(services_of(app).settings, str(job.kwargs["sealed_token"])) == token
 
+    async def test_a_redelivered_job_does_not_email_the_link_twice(
+        self, factory: Factory, client: AsyncClient, app: Litestar, mailbox: MailBox, owner_db: Database
+    ) -> None:
+        tenant, headers = await tenant_admin(factory)
+        person = await factory.user(tenant)
+        invitation = await invite(client, headers, person.id)
+        listed = (await client.get(f"{USERS}/{person.id}/invitations", headers=headers)).json()["items"]
+        assert listed[0]["emailed_at"] is None  # queued, not sent yet
+        await drain(app)
+        assert len(mailbox.messages) == 1
+        listed = (await client.get(f"{USERS}/{person.id}/invitations", headers=headers)).json()["items"]
+        assert listed[0]["emailed_at"] is not None
+
+        # The broker delivers the same message again (an acknowledgement was lost): nothing more is sent.
+        [job] = await jobs_for(owner_db, invitation["id"])
+        await run_job(
+            app,
+            SEND_ACTOR,
+            tenant_id=tenant.id,
+            invitation_id=job.kwargs["invitation_id"],
+            sealed_token=job.kwargs["sealed_token"],
+        )
+        assert len(mailbox.messages) == 1
+        again = (await client.get(f"{USERS}/{person.id}/invitations", headers=headers)).json()["items"]
+        assert again[0]["emailed_at"] == listed[0]["emailed_at"]
+
     async def test_a_staff_invitation_names_the_staff_member(
         self, factory: Factory, client: AsyncClient, app: Litestar, mailbox: MailBox
     ) -> None:

@@ -69,6 +69,7 @@ def invitation_out(invitation: Invitation, now: datetime) -> InvitationOut:
         expires_at=invitation.expires_at,
         used_at=invitation.used_at,
         revoked_at=invitation.revoked_at,
+        emailed_at=invitation.emailed_at,
     )
 
 

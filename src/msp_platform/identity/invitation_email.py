@@ -186,6 +186,8 @@ class InvitationMessage:
 
 
 def _unsendable(invitation: Invitation, now: datetime) -> str | None:
+    if invitation.emailed_at is not None:
+        return "the invitation was already emailed"
     if invitation.used_at is not None:
         return "the invitation was already used"
     if invitation.revoked_at is not None:
@@ -291,5 +293,9 @@ async def send_invitation_email(
         if exc.permanent:
             return "failed"
         raise SendFailed(str(exc)) from exc
+    # Recorded by the job's own commit: a redelivered message (the broker lost an acknowledgement) finds it
+    # and sends nothing. A send that succeeded just before a crash can still be repeated: at least once.
+    invitation.emailed_at = utcnow()
+    await session.flush()
     log.info("invitation email sent", invitation_id=str(invitation_id))
     return "sent"

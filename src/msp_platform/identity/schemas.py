@@ -178,6 +178,8 @@ class InvitationOut(msgspec.Struct, kw_only=True):
     expires_at: datetime
     used_at: datetime | None
     revoked_at: datetime | None
+    # When the email with the link went to the mail server (null: not emailed, e.g. no SMTP configured).
+    emailed_at: datetime | None
 
 
 class InvitationAccept(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -22,4 +22,6 @@ class Invitation(TenantOwned, Base):
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+    # When the invitation email was handed to the mail server (a redelivered job does not send it twice).
+    emailed_at: Mapped[datetime | None] = mapped_column()
     created_by: Mapped[str | None] = mapped_column(String(120))
