@@ -372,3 +372,26 @@ async def test_an_unreachable_redis_rate_limiter_fails_open(
     assert all(v.remaining == 2 for v in verdicts)
     warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
     assert len(warnings) == 1, "warned once, not once per request"
+
+
+async def test_request_bodies_are_documented_as_refusing_unknown_fields(client: AsyncClient) -> None:
+    """The API refuses unknown fields (no mass assignment of tenant_id, role or ids); the document says so,
+    so generated clients and validators know it too."""
+    schema = (await client.get("/schema/openapi.json")).json()
+    components = schema["components"]["schemas"]
+    checked = 0
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict):
+                continue
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            refs = [body.get("schema", {}).get("$ref")] + [
+                alt.get("$ref") for alt in body.get("schema", {}).get("oneOf", [])
+            ]
+            for ref in filter(None, refs):
+                name = ref.rsplit("/", 1)[-1]
+                assert components[name].get("additionalProperties") is False, (method, path, name)
+                checked += 1
+    assert checked >= 40
+    # Responses carry no such promise: a field added later must not break clients that validate.
+    assert "additionalProperties" not in components["UserOut"]

@@ -25,7 +25,7 @@ from msp_platform.kit.idempotency import IdempotentReplay
 from msp_platform.kit.input_guard import refuse_nul_characters
 from msp_platform.kit.logging import configure_logging, get_logger
 from msp_platform.kit.middleware import RequestContextMiddleware, add_request_id_header
-from msp_platform.kit.openapi import document_problems, openapi_config
+from msp_platform.kit.openapi import StrictStructSchemaPlugin, document_problems, openapi_config
 from msp_platform.kit.problems import exception_handler
 from msp_platform.kit.ratelimit import RateLimiter
 from msp_platform.kit.uow import capture_idempotent_response, replay_response
@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         after_request=capture_idempotent_response,
         before_send=[add_request_id_header],
         openapi_config=openapi_config(_version()),
+        plugins=[StrictStructSchemaPlugin()],
         request_max_body_size=settings.request_max_body_bytes,
         cors_config=cors_config(settings.cors_origin_list),
         state=State({"settings": settings}),

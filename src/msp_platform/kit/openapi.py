@@ -5,10 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Controller, Router, get
+
+# Litestar's struct schema plugin is internal; the strict variant below extends it (version pinned in uv.lock).
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.enums import ParamType
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
@@ -25,8 +28,12 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 from litestar.params import FromPath
+from litestar.typing import FieldDefinition
 
 from msp_platform.auth.scopes import ALL_SCOPES
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
 
 
 class FieldErrorOut(msgspec.Struct):
@@ -44,6 +51,20 @@ class ProblemDetails(msgspec.Struct, kw_only=True):
     instance: str | None = None
     request_id: str | None = None
     errors: list[FieldErrorOut] | None = None
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """msgspec structs as Litestar documents them, plus ``additionalProperties: false`` for those that refuse
+    unknown fields (every request body: no mass assignment), so the document says what the API enforces and
+    generated clients do not send fields that would be refused. Listed before Litestar's own struct plugin,
+    so it is the one used."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        info = msgspec.inspect.type_info(field_definition.type_)
+        if getattr(info, "forbid_unknown_fields", False):
+            schema.additional_properties = False
+        return schema
 
 
 def problem_response(description: str) -> ResponseSpec:
