@@ -514,9 +514,6 @@ def chains(session: Session) -> list[str]:
     return sorted(found, key=lambda c: (c == PLATFORM_CHAIN, c))
 
 
-__all__ = ["CTX_KEY", "ChainReport", "chains", "label", "record", "set_actor", "verify_chain"]
-
-
 @dataclass(frozen=True)
 class Restoration:
     chain: str
@@ -580,3 +577,6 @@ def restore_head(session: Session, chain: str, *, reason: str) -> Restoration:
     return Restoration(
         chain, True, f"head restored at event {seq}; the restoration is event {seq + 1}", report
     )
+
+
+__all__ = ["CTX_KEY", "ChainReport", "chains", "label", "record", "restore_head", "set_actor", "verify_chain"]
