@@ -392,6 +392,9 @@ class IncidentController(Controller):
     @get(
         "/{ref:str}/events",
         summary="The incident's history (with that of merged duplicates)",
+        description="Oldest first. `seq` is the event's position in the incident's whole log, which also "
+        "holds staff-only entries (internal work notes, escalations and pages): tenant users and clients "
+        "do not see those, so the numbers they read may skip. Nothing is ever removed from the log.",
         **protected(Scope.incidents_read),
     )
     async def history(
