@@ -380,12 +380,17 @@ def _tenant_existed(chain: str, pending: list[PendingEvent]) -> bool:
     return not any(item.action == "tenant.created" and item.object_id == chain for item in pending)
 
 
+def _events_of(chain: str) -> tuple[Any, tuple[Any, ...]]:
+    """The table holding ``chain``'s events and the criteria selecting them: the platform's own table, or the
+    chain's tenant's rows of the tenants' table (sessions may be the owner's, unscoped)."""
+    if chain == PLATFORM_CHAIN:
+        return PlatformAuditEvent, ()
+    return AuditEvent, (AuditEvent.tenant_id == uuid.UUID(chain),)
+
+
 def _has_events(session: Session, chain: str) -> bool:
-    model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
-    stmt = select(model.seq).limit(1)
-    if chain != PLATFORM_CHAIN:
-        stmt = stmt.where(model.tenant_id == uuid.UUID(chain))
-    return session.execute(stmt).first() is not None
+    model, mine = _events_of(chain)
+    return session.execute(select(model.seq).where(*mine).limit(1)).first() is not None
 
 
 @event.listens_for(TenantSession, "before_commit")
@@ -466,11 +471,8 @@ def verify_chain(session: Session, chain: str) -> ChainReport:
     keys = _verify_keys(session)
     if chain != PLATFORM_CHAIN and _tenant_of(chain) is None:
         return ChainReport(chain, 0, False, None, "a chain head names no tenant")
-    model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
-    stmt = select(model).order_by(model.seq)
-    if chain != PLATFORM_CHAIN:
-        # The session is the tenant's (scoped already) or the owner's (unscoped): name the chain's tenant.
-        stmt = stmt.where(model.tenant_id == uuid.UUID(chain))
+    model, mine = _events_of(chain)
+    stmt = select(model).where(*mine).order_by(model.seq)
     prev, expected_seq, count = GENESIS, 1, 0
     for row in session.execute(stmt.execution_options(yield_per=1000)).scalars():
         count += 1
@@ -516,7 +518,6 @@ def chains(session: Session) -> list[str]:
 
 @dataclass(frozen=True)
 class Restoration:
-    chain: str
     restored: bool
     message: str
     report: ChainReport
@@ -534,18 +535,13 @@ def restore_head(session: Session, chain: str, *, reason: str) -> Restoration:
         message = "the chain's head is present; nothing to restore"
         if not report.valid:
             message += f" (the chain still fails verification: {report.problem}; that stays on record)"
-        return Restoration(chain, False, message, report)
-    model: Any = PlatformAuditEvent if chain == PLATFORM_CHAIN else AuditEvent
-    stmt = select(model.seq, model.hash).order_by(model.seq.desc()).limit(1)
-    tenant_id = _tenant_of(chain)
-    if chain != PLATFORM_CHAIN:
-        stmt = stmt.where(model.tenant_id == tenant_id)
-    last = session.execute(stmt).first()
+        return Restoration(False, message, report)
+    model, mine = _events_of(chain)
+    last = session.execute(
+        select(model.seq, model.hash).where(*mine).order_by(model.seq.desc()).limit(1)
+    ).first()
     seq, head_hash = (int(last[0]), str(last[1])) if last is not None else (0, GENESIS)
-    count_stmt = select(func.count()).select_from(model)
-    if chain != PLATFORM_CHAIN:
-        count_stmt = count_stmt.where(model.tenant_id == tenant_id)
-    events = int(session.execute(count_stmt).scalar_one())
+    events = int(session.execute(select(func.count()).select_from(model).where(*mine)).scalar_one())
     session.add(
         AuditChain(
             chain=chain,
@@ -559,7 +555,7 @@ def restore_head(session: Session, chain: str, *, reason: str) -> Restoration:
     session.info.setdefault(PENDING, []).append(
         PendingEvent(
             chain=chain,
-            tenant_id=tenant_id if chain != PLATFORM_CHAIN else None,
+            tenant_id=_tenant_of(chain),
             occurred_at=utcnow(),
             actor=str(session.info.get(ACTOR) or "system"),
             action="audit_chain.restored",
@@ -574,9 +570,7 @@ def restore_head(session: Session, chain: str, *, reason: str) -> Restoration:
             internal=False,
         )
     )
-    return Restoration(
-        chain, True, f"head restored at event {seq}; the restoration is event {seq + 1}", report
-    )
+    return Restoration(True, f"head restored at event {seq}; the restoration is event {seq + 1}", report)
 
 
 __all__ = ["CTX_KEY", "ChainReport", "chains", "label", "record", "restore_head", "set_actor", "verify_chain"]
