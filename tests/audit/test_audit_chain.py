@@ -48,12 +48,38 @@ def _cli_env(backend: Backend) -> dict[str, str | None]:
     }
 
 
-async def _cli_verify(backend: Backend, tenant: Tenant) -> Result:
-    """``msp audit verify --tenant SLUG``, in a thread (the command runs its own event loop)."""
+async def _cli(backend: Backend, *args: str) -> Result:
+    """``msp audit ...``, in a thread (the command runs its own event loop)."""
     runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, audit_cli, ["verify", "--tenant", tenant.slug], env=_cli_env(backend)
-    )
+    return await asyncio.to_thread(runner.invoke, audit_cli, list(args), env=_cli_env(backend))
+
+
+async def _cli_verify(backend: Backend, tenant: Tenant) -> Result:
+    return await _cli(backend, "verify", "--tenant", tenant.slug)
+
+
+async def _tamper(
+    owner_db: Database,
+    tenant: Tenant,
+    *,
+    alter_seq: int | None = None,
+    delete_log: bool = False,
+    delete_head: bool = False,
+) -> None:
+    """What someone with write access to the database does, in one transaction: alter an event's actor,
+    delete the tenant's whole log, delete its chain head."""
+    async with owner_db.dangerously_unscoped_session() as session:
+        if alter_seq is not None:
+            await session.execute(
+                update(AuditEvent)
+                .where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq == alter_seq)
+                .values(actor="someone-else")
+            )
+        if delete_log:
+            await session.execute(delete(AuditEvent).where(AuditEvent.tenant_id == tenant.id))
+        if delete_head:
+            await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
+        await session.commit()
 
 
 async def test_a_deleted_chain_head_is_tampering(
@@ -61,14 +87,8 @@ async def test_a_deleted_chain_head_is_tampering(
 ) -> None:
     tenant, headers = await _tenant_with_events(factory, client)
     # The attack: alter an event, then delete the head so nothing says where the chain should end.
+    await _tamper(owner_db, tenant, alter_seq=2, delete_head=True)
     async with owner_db.dangerously_unscoped_session() as session:
-        await session.execute(
-            update(AuditEvent)
-            .where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq == 2)
-            .values(actor="someone-else")
-        )
-        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
-        await session.commit()
         assert str(tenant.id) in await session.run_sync(chains), "a tenant without a head is still checked"
     report = (await client.get(VERIFY, headers=headers)).json()
     assert report["valid"] is False
@@ -110,10 +130,7 @@ async def test_a_tenant_whose_whole_log_is_gone_is_tampering(
     factory: Factory, client: AsyncClient, owner_db: Database
 ) -> None:
     tenant, headers = await _tenant_with_events(factory, client)
-    async with owner_db.dangerously_unscoped_session() as session:
-        await session.execute(delete(AuditEvent).where(AuditEvent.tenant_id == tenant.id))
-        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
-        await session.commit()
+    await _tamper(owner_db, tenant, delete_log=True, delete_head=True)
     report = (await client.get(VERIFY, headers=headers)).json()
     assert (report["valid"], report["events"]) == (False, 0)
     assert "missing" in report["problem"]
@@ -260,18 +277,11 @@ async def test_an_internal_work_note_is_an_internal_audit_event(desk: Any, clien
     ]
 
 
-async def _cli(backend: Backend, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, audit_cli, list(args), env=_cli_env(backend))
-
-
 async def test_an_operator_restores_a_deleted_head_and_the_restoration_is_on_record(
     backend: Backend, factory: Factory, client: AsyncClient, owner_db: Database
 ) -> None:
     tenant, headers = await _tenant_with_events(factory, client)
-    async with owner_db.dangerously_unscoped_session() as session:
-        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
-        await session.commit()
+    await _tamper(owner_db, tenant, delete_head=True)
     site = {"code": "AFTER", "name": "After"}
     assert (await client.post("/api/v1/sites", json=site, headers=headers)).status_code == 503
 
@@ -306,10 +316,7 @@ async def test_a_log_deleted_whole_with_its_head_cannot_start_over(
     backend: Backend, factory: Factory, client: AsyncClient, owner_db: Database
 ) -> None:
     tenant, headers = await _tenant_with_events(factory, client)
-    async with owner_db.dangerously_unscoped_session() as session:
-        await session.execute(delete(AuditEvent).where(AuditEvent.tenant_id == tenant.id))
-        await session.execute(delete(AuditChain).where(AuditChain.chain == str(tenant.id)))
-        await session.commit()
+    await _tamper(owner_db, tenant, delete_log=True, delete_head=True)
     # Nothing is left that says a chain existed; the next change would start a consistent chain at event 1
     # and bury the deletion. It is refused: a tenant's log starts in the transaction that creates it.
     site = {"code": "N", "name": "N"}
@@ -330,13 +337,7 @@ async def test_restoring_a_chain_whose_head_is_present_changes_nothing(
     backend: Backend, factory: Factory, client: AsyncClient, owner_db: Database
 ) -> None:
     tenant, headers = await _tenant_with_events(factory, client)
-    async with owner_db.dangerously_unscoped_session() as session:
-        await session.execute(
-            update(AuditEvent)
-            .where(AuditEvent.tenant_id == tenant.id, AuditEvent.seq == 2)
-            .values(actor="someone-else")
-        )
-        await session.commit()
+    await _tamper(owner_db, tenant, alter_seq=2)
     kept = await _cli(backend, "restore", "--tenant", tenant.slug, "--reason", "looked at it")
     assert kept.exit_code == 1, kept.output
     assert "nothing to restore" in kept.output
