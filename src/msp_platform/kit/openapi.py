@@ -31,6 +31,7 @@ from litestar.params import FromPath
 from litestar.typing import FieldDefinition
 
 from msp_platform.auth.scopes import ALL_SCOPES
+from msp_platform.kit.errors import PROBLEM_MEDIA_TYPE
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -69,12 +70,9 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
 
 def problem_response(description: str) -> ResponseSpec:
     """A documented problem+json response (for a handler's own ``responses``)."""
-    return ResponseSpec(
-        data_container=ProblemDetails, description=description, media_type="application/problem+json"
-    )
+    return ResponseSpec(data_container=ProblemDetails, description=description, media_type=PROBLEM_MEDIA_TYPE)
 
 
-_problem = problem_response
 # Handler arguments that are not query parameters: Litestar's reserved names and the shared dependencies.
 _NOT_QUERY = frozenset(
     {"self", "request", "data", "state", "headers", "cookies", "query", "scope", "socket", "body"}
@@ -104,22 +102,22 @@ def _defaults(handler: HTTPRouteHandler, public: bool) -> dict[int, ResponseSpec
     writes = bool(methods & {"POST", "PUT", "PATCH", "DELETE"})
     arguments = _arguments(handler)
     out: dict[int, ResponseSpec] = {
-        400: _problem("Malformed request (syntax, encoding, headers)."),
-        500: _problem("Unexpected server error; quote the request id."),
+        400: problem_response("Malformed request (syntax, encoding, headers)."),
+        500: problem_response("Unexpected server error; quote the request id."),
     }
     if not public:
-        out[401] = _problem("Missing, invalid, expired or revoked access token.")
-        out[403] = _problem("The token lacks a required scope, or the role may not do this.")
-        out[429] = _problem("Rate limit exceeded; see Retry-After.")
+        out[401] = problem_response("Missing, invalid, expired or revoked access token.")
+        out[403] = problem_response("The token lacks a required scope, or the role may not do this.")
+        out[429] = problem_response("Rate limit exceeded; see Retry-After.")
     if has_params or not public:
-        out[404] = _problem("Not found, or not visible to the caller.")
+        out[404] = problem_response("Not found, or not visible to the caller.")
     if writes or has_params or _takes_query(handler, arguments):
-        out[422] = _problem("Validation failed; see `errors`.")
+        out[422] = problem_response("Validation failed; see `errors`.")
     if "if_match" in arguments:
-        out[412] = _problem("`If-Match` names an older ETag: someone changed it since you read it.")
+        out[412] = problem_response("`If-Match` names an older ETag: someone changed it since you read it.")
     if writes:
-        out[409] = _problem("Conflicts with the current state.")
-        out[413] = _problem("Request body too large.")
+        out[409] = problem_response("Conflicts with the current state.")
+        out[413] = problem_response("Request body too large.")
     return out
 
 

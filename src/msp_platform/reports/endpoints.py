@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import QueryParameter
 
 from msp_platform.auth.guards import protected
 from msp_platform.auth.scopes import Scope
 from msp_platform.kit.deps import DEPENDENCIES, Caller, Session, TenantId
-from msp_platform.kit.openapi import ProblemDetails
+from msp_platform.kit.openapi import problem_response
 from msp_platform.reports import service
 from msp_platform.reports.schemas import (
     BacklogReport,
@@ -183,10 +182,8 @@ def _report_route(summary: str, description: str) -> dict[str, Any]:
         "description": description,
         "operation_class": _ReportOperation,
         "responses": {
-            422: ResponseSpec(
-                data_container=ProblemDetails,
-                description="Invalid period (not ISO 8601, outside 1900..9000, to <= from, too long) or option.",
-                media_type="application/problem+json",
+            422: problem_response(
+                "Invalid period (not ISO 8601, outside 1900..9000, to <= from, too long) or option."
             )
         },
         **protected(Scope.reports_read),
