@@ -63,7 +63,7 @@ def invitation_out(invitation: Invitation, now: datetime) -> InvitationOut:
     return InvitationOut(
         id=invitation.id,
         user_id=invitation.user_id,
-        status=service.invitation_status(invitation, now),
+        status=invitation.status(now),
         created_at=invitation.created_at,
         created_by=invitation.created_by,
         expires_at=invitation.expires_at,

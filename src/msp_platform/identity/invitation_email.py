@@ -185,16 +185,17 @@ class InvitationMessage:
         return mail
 
 
+_UNSENDABLE = {
+    "used": "the invitation was already used",
+    "revoked": "the invitation was revoked (or superseded by a newer one)",
+    "expired": "the invitation has expired",
+}
+
+
 def _unsendable(invitation: Invitation, now: datetime) -> str | None:
     if invitation.emailed_at is not None:
         return "the invitation was already emailed"
-    if invitation.used_at is not None:
-        return "the invitation was already used"
-    if invitation.revoked_at is not None:
-        return "the invitation was revoked (or superseded by a newer one)"
-    if invitation.expires_at <= now:
-        return "the invitation has expired"
-    return None
+    return _UNSENDABLE.get(invitation.status(now))
 
 
 async def _inviter(session: AsyncSession, tenant_id: uuid.UUID, created_by: str | None) -> str:

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from msp_platform.models.invitation import InvitationStatus
 from msp_platform.models.user import UserRole
 
 
@@ -162,11 +163,6 @@ class InvitationCreated(msgspec.Struct, kw_only=True):
     # "queued": an email with the link goes to the user after this request commits; "not_configured": no
     # SMTP server (MSP_SMTP_HOST), hand the link over yourself.
     email: Literal["queued", "not_configured"]
-
-
-# pending: the link still works; used: the password was set with it; revoked: withdrawn (a newer invitation,
-# the user deactivated, or revoked by hand); expired: past ``expires_at`` unused.
-InvitationStatus = Literal["pending", "used", "revoked", "expired"]
 
 
 class InvitationOut(msgspec.Struct, kw_only=True):

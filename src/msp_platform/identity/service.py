@@ -27,7 +27,7 @@ from msp_platform.config import Settings
 from msp_platform.db.session import set_tenant_context
 from msp_platform.identity.invitation_email import InvitationEmail, accept_url, queue_invitation_email
 from msp_platform.identity.repository import ClientRepository, StaffRepository, UserRepository
-from msp_platform.identity.schemas import InvitationStatus, UserCreate, UserImportRow
+from msp_platform.identity.schemas import UserCreate, UserImportRow
 from msp_platform.kit.bulk import ImportMode, ImportReport, ReportBuilder, RowStatus, SourceRow, convert_row
 from msp_platform.kit.crypto import sha256_hex
 from msp_platform.kit.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed, problem_type
@@ -430,14 +430,6 @@ async def create_invitation(
     return NewInvitation(invitation, token, accept_url(settings, token), email)
 
 
-def invitation_status(invitation: Invitation, now: datetime) -> InvitationStatus:
-    if invitation.used_at is not None:
-        return "used"
-    if invitation.revoked_at is not None:
-        return "revoked"
-    return "expired" if invitation.expires_at <= now else "pending"
-
-
 async def get_invitation(session: AsyncSession, user: User, invitation_id: uuid.UUID) -> Invitation:
     invitation = await UserRepository(session).invitation(invitation_id)
     if invitation is None or invitation.user_id != user.id:
@@ -460,6 +452,14 @@ async def revoke_invitation(session: AsyncSession, invitation: Invitation) -> In
     return invitation
 
 
+# Why an invitation that is no longer pending cannot be accepted (its status is the problem's ``reason``).
+_NOT_ACCEPTED = {
+    "used": "This invitation was already used. Sign in with your password, or ask for a new invitation.",
+    "revoked": "This invitation was withdrawn (a newer one replaces it); use the latest invitation.",
+    "expired": "This invitation expired at {expires_at}; ask for a new one.",
+}
+
+
 async def accept_invitation(session: AsyncSession, token: str, password: str) -> tuple[User, Tenant]:
     """Set the invited user's password and use up the invitation (public: the token is the credential).
 
@@ -479,21 +479,10 @@ async def accept_invitation(session: AsyncSession, token: str, password: str) ->
     if invitation is None:
         raise InvitationInvalid(_UNKNOWN_INVITATION, reason="invalid")
     now = utcnow()
-    if invitation.used_at is not None:
-        raise InvitationInvalid(
-            "This invitation was already used. Sign in with your password, or ask for a new invitation.",
-            reason="used",
-        )
-    if invitation.revoked_at is not None:
-        raise InvitationInvalid(
-            "This invitation was withdrawn (a newer one replaces it); use the latest invitation.",
-            reason="revoked",
-        )
-    if invitation.expires_at <= now:
-        raise InvitationInvalid(
-            f"This invitation expired at {invitation.expires_at.isoformat()}; ask for a new one.",
-            reason="expired",
-        )
+    status = invitation.status(now)
+    if status != "pending":
+        detail = _NOT_ACCEPTED[status].format(expires_at=invitation.expires_at.isoformat())
+        raise InvitationInvalid(detail, reason=status)
     if tenant.status != TenantStatus.active:
         raise InvitationInvalid(
             "Your organization's access is closed at the moment.", reason="tenant_inactive"

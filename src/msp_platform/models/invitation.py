@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from msp_platform.db.base import Base, TenantOwned, tenant_fk
+
+# pending: the link still works; used: the password was set with it; revoked: withdrawn (a newer invitation,
+# the user deactivated, or revoked by hand); expired: past ``expires_at`` unused.
+InvitationStatus = Literal["pending", "used", "revoked", "expired"]
 
 
 class Invitation(TenantOwned, Base):
@@ -25,3 +30,11 @@ class Invitation(TenantOwned, Base):
     # When the invitation email was handed to the mail server (a redelivered job does not send it twice).
     emailed_at: Mapped[datetime | None] = mapped_column()
     created_by: Mapped[str | None] = mapped_column(String(120))
+
+    def status(self, now: datetime) -> InvitationStatus:
+        """Used wins over revoked, revoked over expired: what accepting it would answer."""
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= now else "pending"
